@@ -1,0 +1,233 @@
+"""Run configuration: small dataclasses, one per concern, validated when built.
+
+YAML only overrides their defaults; `section.key=value` on the command line overrides YAML.
+An unknown key or a value of the wrong type is a `HoneError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hone.errors import HoneError
+
+EMBEDDED = "embedded"  # the model path that means "hone's own pre-trained base model"
+
+
+@dataclass
+class ModelArgs:
+    path: str = EMBEDDED
+    """Local folder in Hugging Face format, an explicit hub id, or `embedded`."""
+    tokenizer: str | None = None
+    """Tokenizer folder or id when it differs from `path`."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Compute dtype. `auto` picks what the device multiplies fastest (measured once on CPU)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+    """Run Python code shipped with a model. Off unless you trust the model's author."""
+    allow_pickle: bool = False
+    """Load `.bin`/`.pt` pickle weights. Pickles can execute code on load; prefer safetensors."""
+    from_scratch: bool = False
+    """Initialise random weights from `config.json` instead of loading weights (pre-training)."""
+    chat_template: str | None = None
+    """A Jinja chat template (or a file holding one) that replaces the tokenizer's."""
+
+
+@dataclass
+class DataArgs:
+    train: str | None = None
+    """Training data file (chat JSONL, prompt/completion JSONL, or .txt for pretrain)."""
+    eval: str | None = None
+    """Held-out file; when absent a seeded `eval_fraction` of `train` is held out."""
+    eval_fraction: float = 0.1
+    max_eval_examples: int = 500
+    max_length: int = 512
+    """Longest example in tokens; see `overlength`."""
+    overlength: Literal["drop", "truncate"] = "drop"
+    """What happens to longer examples: dropped whole, or cut at `max_length`."""
+    block_size: int = 256
+    """Pre-training only: tokens per training sequence."""
+    check: bool = True
+    """Run the data checks before training and refuse error-level findings."""
+
+
+@dataclass
+class AdapterArgs:
+    method: Literal["lora", "qlora", "full"] = "lora"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    """Module names to adapt; `all-linear` means every linear layer except the output head."""
+
+
+@dataclass
+class TrainArgs:
+    output_dir: str = "runs/hone"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides `epochs`)."""
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at `learning_rate * min_lr_ratio`."""
+    max_grad_norm: float = 1.0
+    eval_every: int = 50
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 42
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    adapter: AdapterArgs = field(default_factory=AdapterArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> RunConfig:
+    """Build a RunConfig from defaults <- `base` <- YAML file <- `key.sub=value` overrides."""
+    raw: dict[str, Any] = {}
+    if base:
+        _merge(raw, base)
+    if path is not None:
+        _merge(raw, read_yaml(path))
+    for item in overrides:
+        _merge(raw, parse_override(item))
+    return build(RunConfig, raw, prefix="")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise HoneError(f"config file not found: {path}", "check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise HoneError(f"{path}{line}: malformed YAML: {problem}", "fix the YAML syntax at that line") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HoneError(f"{path}: expected a mapping of sections (model:, data:, ...), got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`train.learning_rate=1e-4` -> {"train": {"learning_rate": 1e-4}} (value parsed as YAML)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise HoneError(f"override {item!r} is not of the form section.key=value", "e.g. train.learning_rate=1e-4")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        parsed = value
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = parsed
+    return out
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def build(cls, raw: Any, prefix: str):
+    """Instantiate dataclass `cls` from a dict, checking every key and type."""
+    name = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise HoneError(f"{name}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise HoneError(f"unknown config key {prefix}{unknown[0]}", f"valid keys under {name}: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Return `value` if it fits `hint` (int widens to float), else raise naming the key."""
+    ok, out = _fits(value, hint)
+    if not ok:
+        raise HoneError(f"config key {key}: {value!r} is not {_describe(hint)}", f"set {key} to {_describe(hint)}")
+    return out
+
+
+def _fits(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, out = _fits(value, arm)
+            if ok:
+                return True, out
+        return False, None
+    if origin is Literal:
+        return value in typing.get_args(hint), value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return False, None
+        results = [_fits(v, item) for v in value]
+        return all(ok for ok, _ in results), [out for _, out in results]
+    if hint is type(None):
+        return value is None, None
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is Literal:
+        return "one of " + "/".join(map(str, typing.get_args(hint)))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,122 @@
+"""From files to tokenized training sets: read, normalise, split, render, apply the length policy.
+
+Nothing is silent: every dropped or truncated example is counted in a `LengthReport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hone.data.formats import Example, FormatError, to_example
+from hone.data.io import BadLine, iter_records
+from hone.data.render import RenderError, Tokenized, fit_length, render_example
+from hone.errors import HoneError
+
+
+@dataclass
+class Problem:
+    """A record that could not be used, with its 1-based line."""
+
+    file: str
+    line: int
+    reason: str
+
+
+@dataclass
+class LengthReport:
+    """What the over-length policy cost."""
+
+    policy: str
+    max_length: int
+    examples: int = 0
+    over_length: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    trained_tokens: int = 0
+    lost_trained_tokens: int = 0
+    no_trained_tokens: int = 0
+
+    def line(self, name: str) -> str:
+        kept = self.examples - self.dropped
+        text = f"{name}: {kept}/{self.examples} examples, {self.trained_tokens:,} trained tokens"
+        if self.over_length:
+            share = self.lost_trained_tokens / max(1, self.lost_trained_tokens + self.trained_tokens)
+            text += (f"; {self.over_length} longer than {self.max_length} tokens ({self.policy}: "
+                     f"{self.dropped} dropped, {self.truncated} truncated, "
+                     f"{self.lost_trained_tokens:,} trained tokens lost = {share:.1%})")
+        if self.no_trained_tokens:
+            text += f"; {self.no_trained_tokens} with nothing left to train on were dropped"
+        return text
+
+
+@dataclass
+class Loaded:
+    examples: list[Example]
+    problems: list[Problem] = field(default_factory=list)
+
+
+def read_examples(path: str | Path) -> Loaded:
+    """Read and normalise every record of `path`; unusable records become Problems, never crashes."""
+    path = Path(path)
+    loaded = Loaded([])
+    for line, record in iter_records(path):
+        if isinstance(record, BadLine):
+            loaded.problems.append(Problem(str(path), line, record.reason))
+            continue
+        try:
+            loaded.examples.append(to_example(record, line=line, source=str(path)))
+        except FormatError as exc:
+            loaded.problems.append(Problem(str(path), line, str(exc)))
+    return loaded
+
+
+def require_clean(loaded: Loaded, path: str) -> list[Example]:
+    """Refuse data with unusable records: the first is named with its line, the count given."""
+    if loaded.problems:
+        first = loaded.problems[0]
+        more = f" (and {len(loaded.problems) - 1} more)" if len(loaded.problems) > 1 else ""
+        raise HoneError(f"{first.file}:{first.line}: {first.reason}{more}",
+                        f"run `hone check {path}` for every finding, or `hone check {path} --fix OUT` to drop bad rows")
+    if not loaded.examples:
+        raise HoneError(f"{path}: no examples found", "the file is empty or has no usable records")
+    return loaded.examples
+
+
+def split_examples(examples: list[Example], fraction: float, seed: int, cap: int) -> tuple[list[Example], list[Example]]:
+    """Seeded train/eval split; at least one example each side when there are two or more."""
+    if len(examples) < 2:
+        return examples, []
+    n_eval = min(cap, max(1, round(len(examples) * fraction)), len(examples) - 1)
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = set(order[:n_eval])
+    train = [e for i, e in enumerate(examples) if i not in held]
+    return train, [e for i, e in enumerate(examples) if i in held]
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int, policy: str) -> tuple[list[Tokenized], LengthReport]:
+    report = LengthReport(policy=policy, max_length=max_length, examples=len(examples))
+    items = []
+    for example in examples:
+        try:
+            item = render_example(tokenizer, example)
+        except RenderError as exc:
+            raise HoneError(f"{example.source}:{example.line}: {exc}") from None
+        if not item.trained_tokens:
+            report.no_trained_tokens += 1
+            report.dropped += 1
+            continue
+        fitted = fit_length(item, max_length, policy)
+        if len(item.input_ids) > max_length:
+            report.over_length += 1
+            report.lost_trained_tokens += item.trained_tokens - (fitted.trained_tokens if fitted else 0)
+            if fitted is None:
+                report.dropped += 1
+            else:
+                report.truncated += 1
+        if fitted is not None:
+            report.trained_tokens += fitted.trained_tokens
+            items.append(fitted)
+    return items, report

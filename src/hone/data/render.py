@@ -1,0 +1,131 @@
+"""Render examples to token ids and labels. Pure functions: no I/O, no global state.
+
+Chat masking is computed from the tokenizer's own chat template so it cannot drift from
+what the template renders: each assistant turn's character span is found by rendering the
+conversation up to that turn, the whole conversation is tokenized once with offsets, and
+a token is trained when it overlaps a span. The span runs from the turn's content through
+the template's end-of-turn marker (e.g. `<|im_end|>`), without the whitespace after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hone.data.formats import Example
+
+IGNORE = -100  # label of positions that carry no loss
+
+
+class RenderError(ValueError):
+    """The template rendered something the mask cannot be aligned with."""
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE)
+
+
+def render_example(tokenizer, example: Example) -> Tokenized:
+    if example.kind == "chat":
+        return render_conversation(tokenizer, example.messages)
+    if example.kind == "completion":
+        return render_completion(tokenizer, example.prompt, example.completion)
+    raise RenderError(f"cannot render an example of kind {example.kind!r} for supervised training")
+
+
+def render_conversation(tokenizer, messages: list[dict]) -> Tokenized:
+    """`messages -> (input_ids, labels)`: only assistant turns with weight 1 carry labels."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RenderError("the tokenizer has no chat template; set model.chat_template or use prompt/completion data")
+    clean = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+    text = _render(tokenizer, clean, add_generation_prompt=False)
+    spans = assistant_spans(tokenizer, clean, messages, text)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded["input_ids"])
+    labels = [IGNORE] * len(input_ids)
+    for index, (start, end) in enumerate(encoded["offset_mapping"]):
+        if end > start and any(start < span_end and end > span_start for span_start, span_end in spans):
+            labels[index] = input_ids[index]
+    return Tokenized(input_ids, labels)
+
+
+def assistant_spans(tokenizer, clean: list[dict], messages: list[dict], text: str) -> list[tuple[int, int]]:
+    """Character spans of `text` to train on, one per assistant turn with weight 1."""
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant" or message.get("weight", 1) == 0:
+            continue
+        before = _render(tokenizer, clean[:index], add_generation_prompt=True) if index else ""
+        through = _render(tokenizer, clean[: index + 1], add_generation_prompt=False)
+        if not text.startswith(through):
+            raise RenderError(f"the chat template renders turn {index} differently inside the full conversation; cannot align the mask")
+        # The turn starts where `through` leaves the generation-prompt render behind.
+        header_end = _common_prefix(before, through)
+        content = (message.get("content") or "").strip()
+        start = through.find(content, header_end) if content else header_end
+        if start < 0:
+            raise RenderError(f"assistant turn {index}'s content was not found in the rendered template output")
+        end = len(through.rstrip())
+        spans.append((start, end))
+    return spans
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the shared prefix; the generation prompt may differ from the rendered turn header."""
+    limit = min(len(a), len(b))
+    i = 0
+    while i < limit and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    if not messages:
+        return ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def render_completion(tokenizer, prompt: str, completion: str) -> Tokenized:
+    """Raw-text completion: `prompt + completion + EOS`, labels on the completion and EOS."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    full = tokenizer(prompt + completion, add_special_tokens=True)["input_ids"]
+    # Tokenize the concatenation once so merges across the boundary match inference;
+    # the shared prefix of ids is the prompt.
+    shared = 0
+    while shared < min(len(prompt_ids), len(full)) and prompt_ids[shared] == full[shared]:
+        shared += 1
+    input_ids = list(full) + [tokenizer.eos_token_id]
+    labels = [IGNORE] * shared + input_ids[shared:]
+    return Tokenized(input_ids, labels)
+
+
+def render_prompt(tokenizer, example: Example) -> list[int]:
+    """Ids of the prompt to generate from: everything before the last assistant turn."""
+    if example.kind == "completion":
+        return tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
+    last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
+    clean = [{k: v for k, v in m.items() if k != "weight"} for m in example.messages[:last]]
+    text = _render(tokenizer, clean, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def reference_answer(example: Example) -> str:
+    if example.kind == "completion":
+        return example.completion
+    last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
+    return example.messages[last].get("content") or ""
+
+
+def fit_length(item: Tokenized, max_length: int, policy: str) -> Tokenized | None:
+    """Apply the over-length policy: None when dropped (or nothing left to learn)."""
+    if len(item.input_ids) <= max_length:
+        return item
+    if policy == "drop":
+        return None
+    cut = Tokenized(item.input_ids[:max_length], item.labels[:max_length])
+    return cut if cut.trained_tokens else None

@@ -1,0 +1,37 @@
+"""`hone train`: resolve the config (file, overrides, or a run folder to resume) and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hone.config import load_config, read_yaml
+from hone.errors import HoneError
+from hone.train.loop import Interrupted
+from hone.train.sft import CONFIG_FILE, run_sft
+
+
+def train_command(config_path: str | None, overrides: list[str], resume) -> int:
+    config = resolve_config(config_path, overrides, resume)
+    try:
+        run_dir = run_sft(config, resume=bool(resume))
+    except Interrupted as exc:
+        print(f"hone: {exc}; continue with: hone train --resume {config.train.output_dir}")
+        return 130
+    print(f"done: {run_dir}")
+    return 0
+
+
+def resolve_config(config_path: str | None, overrides: list[str], resume):
+    """`hone train CONFIG [k=v ...]`, or `hone train --resume RUN_DIR [k=v ...]` using the run's saved config."""
+    if isinstance(resume, str):
+        saved = Path(resume) / CONFIG_FILE
+        if not saved.is_file():
+            raise HoneError(f"{resume} is not a hone run folder (no {CONFIG_FILE})", "pass the folder given as train.output_dir")
+        if config_path and "=" in config_path:  # `hone train --resume RUN k=v`: argparse took k=v as the config
+            overrides = [config_path, *overrides]
+        return load_config(None, overrides, base=read_yaml(saved))
+    if config_path is None:
+        raise HoneError("no config given", "run `hone train CONFIG.yaml`, or `hone train --resume RUN_DIR`")
+    if "=" in config_path and not Path(config_path).exists():
+        return load_config(None, [config_path, *overrides])
+    return load_config(config_path, overrides)

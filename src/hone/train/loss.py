@@ -1,0 +1,51 @@
+"""Causal LM loss over labelled positions only, in chunks.
+
+The `tokens x vocab` logits are never materialised for the whole batch: hidden states of
+labelled positions are gathered first, then projected and scored a chunk at a time, each
+chunk recomputed in the backward pass instead of kept.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from hone.data.render import IGNORE
+
+CHUNK_ROWS = 2048
+
+
+def split_model(model):
+    """(decoder, head, softcap) of a causal LM, PEFT-wrapped or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, "model", None)
+    head = base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None)
+    return decoder, head, softcap
+
+
+def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over labelled positions, and their count."""
+    decoder, head, softcap = split_model(model)
+    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    hidden = decoder(**kwargs, use_cache=False).last_hidden_state  # B, T, C
+    targets = batch["labels"][:, 1:]  # position t predicts token t+1
+    keep = targets != IGNORE
+    rows = hidden[:, :-1][keep]  # N, C
+    wanted = targets[keep]  # N
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, rows.shape[0], CHUNK_ROWS):
+        chunk, goal = rows[start : start + CHUNK_ROWS], wanted[start : start + CHUNK_ROWS]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_loss, chunk, goal, head, softcap, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(chunk, goal, head, softcap)
+    return total, int(wanted.numel())
+
+
+def _chunk_loss(rows, goal, head, softcap):
+    logits = head(rows).float()  # n, V
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return F.cross_entropy(logits, goal, reduction="sum")

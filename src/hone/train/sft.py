@@ -1,0 +1,121 @@
+"""Supervised fine-tuning recipe: setup -> data -> fit -> save.
+
+The run folder describes itself: the resolved config, the tokenizer, the adapter (PEFT
+format) or full weights (safetensors), metrics.jsonl, summary.json and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+from pathlib import Path
+
+import torch
+
+from hone.config import RunConfig, save_config
+from hone.data.dataset import read_examples, require_clean, split_examples, tokenize_examples
+from hone.errors import HoneError
+from hone.model.adapters import apply_method, count_parameters
+from hone.model.load import load_model, load_tokenizer, pick_device, pick_dtype
+from hone.train.loop import Setup, fit
+
+CONFIG_FILE = "config.yaml"
+
+
+def build_trainable(config: RunConfig, seed: int):
+    """Load the model for `config.adapter.method` and make it trainable.
+
+    Returns (model, compute_dtype). LoRA keeps the frozen base in the compute dtype;
+    full fine-tuning keeps fp32 master weights and computes under autocast.
+    """
+    device = pick_device(config.model)
+    compute = pick_dtype(config.model, device)
+    method = config.adapter.method
+    weights = torch.float32 if method == "full" else compute
+    model = load_model(config.model, quantize_4bit=method == "qlora", weights_dtype=weights)
+    torch.manual_seed(seed)  # adapter initialisation is part of the seeded run
+    model = apply_method(model, config.adapter)
+    if hasattr(model, "enable_input_require_grads") and method != "full":
+        model.enable_input_require_grads()
+    return model, compute
+
+
+def prepare_data(config: RunConfig, tokenizer):
+    """(train items, eval items, reports) with the over-length policy applied and reported."""
+    data = config.data
+    if not data.train:
+        raise HoneError("no training data given", "set data.train=PATH in the config or on the command line")
+    train_examples = require_clean(read_examples(data.train), data.train)
+    if data.eval:
+        eval_examples = require_clean(read_examples(data.eval), data.eval)[: data.max_eval_examples]
+    else:
+        train_examples, eval_examples = split_examples(train_examples, data.eval_fraction, config.train.seed, data.max_eval_examples)
+    train, train_report = tokenize_examples(tokenizer, train_examples, data.max_length, data.overlength)
+    evals, eval_report = tokenize_examples(tokenizer, eval_examples, data.max_length, data.overlength)
+    if not train:
+        raise HoneError(f"{data.train}: no example is left to train on after the length policy",
+                        "raise data.max_length or set data.overlength=truncate")
+    return train, evals, {"train": train_report, "eval": eval_report}
+
+
+def run_sft(config: RunConfig, resume: bool = False) -> Path:
+    """Train per `config`; returns the run folder."""
+    run_dir = Path(config.train.output_dir)
+    if run_dir.exists() and (run_dir / "checkpoints").exists() and not resume:
+        raise HoneError(f"{run_dir} already holds a run", "add --resume to continue it, or set train.output_dir to a new folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    tokenizer = load_tokenizer(config.model)
+    train, evals, reports = prepare_data(config, tokenizer)
+    for name, report in reports.items():
+        print(report.line(name))
+    model, compute = build_trainable(config, config.train.seed)
+    trainable, total = count_parameters(model)
+    print(f"method {config.adapter.method}: {trainable:,} trainable of {total:,} parameters, compute {str(compute).removeprefix('torch.')}")
+    setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir)
+    state = fit(setup, train, evals, config.train, resume=resume)
+    save_outputs(run_dir, model, tokenizer, config)
+    summary = {
+        "method": config.adapter.method,
+        "trained_tokens": state.trained_tokens,
+        "train_seconds": round(state.train_seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "final_eval_loss": last_eval_loss(run_dir),
+        "best_eval_loss": state.best_eval_loss,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_examples": len(train),
+        "eval_examples": len(evals),
+        "length_policy": {name: vars(report) for name, report in reports.items()},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return run_dir
+
+
+def save_outputs(run_dir: Path, model, tokenizer, config: RunConfig) -> None:
+    """Adapter (PEFT format) or full weights (safetensors) at the run folder's top, with the tokenizer."""
+    if config.adapter.method == "full":
+        model.save_pretrained(run_dir, safe_serialization=True)
+    else:
+        model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors
+    tokenizer.save_pretrained(run_dir)
+
+
+def last_eval_loss(run_dir: Path) -> float | None:
+    from hone.train.metrics import read_metrics
+
+    losses = [r["eval_loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "eval_loss" in r]
+    return losses[-1] if losses else None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def copy_tokenizer_files(source: Path, dest: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, dest / name)
