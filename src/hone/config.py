@@ -81,6 +81,9 @@ class TrainArgs:
     min_lr_ratio: float = 0.1
     """Cosine decay ends at `learning_rate * min_lr_ratio`."""
     max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input during the forward pass and recompute the rest in the
+    backward pass: activation memory drops to about one layer's worth, for ~1/3 more compute."""
     eval_every: int = 50
     save_every: int = 100
     keep_checkpoints: int = 2

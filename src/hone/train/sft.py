@@ -36,6 +36,8 @@ def build_trainable(config: RunConfig, seed: int):
     model = load_model(config.model, quantize_4bit=method == "qlora", weights_dtype=weights)
     torch.manual_seed(seed)  # adapter initialisation is part of the seeded run
     model = apply_method(model, config.adapter)
+    if config.train.gradient_checkpointing:  # non-reentrant: works whether or not inputs need grads
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads") and method != "full":
         model.enable_input_require_grads()
     return model, compute

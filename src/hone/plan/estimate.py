@@ -1,0 +1,289 @@
+"""`hone plan`: memory, time and cost of a run before it starts, from config.json and data statistics.
+
+Nothing here loads weights. The model's shapes come from its config (see `memory.py`), the
+dataset's token counts from its tokenizer, the speed of this machine from a few seconds of
+timed matrix multiplications, the speed of named GPUs from their datasheet peak times an
+assumed utilisation (`hardware.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from hone.config import EMBEDDED, RunConfig
+from hone.plan.hardware import GPUS, HOSTED, MFU, PRICES_AS_OF, Gpu
+from hone.plan.license import LicenseInfo, read_license
+from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, step_flops, trainable_params
+
+CPU_EFFICIENCY = 0.45
+"""Whole training steps on this CPU reach this share of the measured matmul rate (norms,
+softmax, optimizer and Python overhead run at memory speed); calibrated with bench/plan_accuracy.py."""
+
+
+@dataclass
+class DataStats:
+    """What one epoch of the training split costs in tokens."""
+
+    examples: int
+    tokens: int
+    """Real tokens per epoch (what a hosted service bills)."""
+    padded_tokens: int
+    """Tokens the model processes per epoch, padding included (what compute is spent on)."""
+    trained_tokens: int
+    longest: int
+    largest_batch: BatchShape
+    source: str
+    """`data` when measured from the dataset; `limits` when taken from batch_size x max_length."""
+
+
+@dataclass
+class Target:
+    """Time and cost of the run on one named GPU."""
+
+    name: str
+    fits: bool
+    memory_gib: float
+    hours: float
+    usd: float
+
+
+@dataclass
+class Plan:
+    model: str
+    method: str
+    total_params: int
+    trainable_params: int
+    memory: MemoryBreakdown
+    device: str
+    data: DataStats
+    epochs: float
+    steps: int
+    flops: float
+    this_machine_seconds: float
+    this_machine_flops_per_s: float
+    targets: list[Target]
+    hosted: list[dict]
+    dataset_advice: str
+    license: LicenseInfo
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["memory_gib"] = self.memory.gib()
+        del out["memory"]
+        out["prices_as_of"] = PRICES_AS_OF
+        return out
+
+    def text(self) -> str:
+        """A compact summary (~15 lines) printed before training starts."""
+        m = self.memory
+        lines = [
+            f"plan: {self.model} · {self.method} · {self.trainable_params:,} trainable of {self.total_params:,} parameters",
+            f"  data: {self.data.examples:,} examples, {self.data.tokens:,} tokens/epoch ({self.data.padded_tokens:,} with padding), "
+            f"{self.data.trained_tokens:,} trained · {self.epochs:g} epochs = {self.steps:,} steps",
+            f"  {self.dataset_advice}",
+            f"  peak memory on {self.device}: {size(m.peak)} = weights {size(m.weights)} + adapter {size(m.adapter)}"
+            f" + grads {size(m.gradients)} + optimizer {size(m.optimizer_state)} + activations {size(m.activations)}"
+            f" + logits {size(m.logits)} + temporaries {size(m.temporaries)}",
+        ]
+        if m.activations_without_checkpointing > m.activations:
+            lines.append(f"  (activations without gradient checkpointing: {size(m.activations_without_checkpointing)})")
+        elif m.activations > 0.25 * m.peak:
+            lines.append(f"  gradient checkpointing would cut activations to ~{size(m.activations_with_checkpointing)}"
+                         " (train.gradient_checkpointing=true)")
+        lines.append(f"  compute: {self.flops:.2e} FLOPs · this machine ~{_duration(self.this_machine_seconds)}"
+                     f" (measured {self.this_machine_flops_per_s / 1e9:.0f} GFLOP/s matmul)")
+        for t in self.targets:
+            status = f"~{_duration(t.hours * 3600)}, ${t.usd:.2f}" if t.fits else f"does not fit ({t.memory_gib:.0f} GiB)"
+            lines.append(f"  {t.name:<9} {status}")
+        hosted = ", ".join(f"{h['name']} ${h['usd']:.2f}" for h in self.hosted)
+        lines.append(f"  hosted alternative (prices {PRICES_AS_OF}): {hosted}")
+        lines.append(f"  license: {self.license.line()}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def size(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.2f} GiB" if n_bytes >= GIB else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # not measured
+        return "? s"
+    if seconds < 120:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def hone_settings(config: RunConfig, device_type: str, compute_bytes: float) -> MemorySettings:
+    """How hone's own loop stores things (see hone.train.sft.build_trainable and loop.py)."""
+    method = config.adapter.method
+    targets = config.adapter.target_modules
+    return MemorySettings(
+        method=method,
+        weight_bytes=4.0 if method == "full" else compute_bytes,  # full keeps fp32 master weights
+        compute_bytes=compute_bytes,
+        adapter_bytes=4.0,  # PEFT keeps adapters in fp32
+        gradient_checkpointing=config.train.gradient_checkpointing,
+        lora_rank=config.adapter.lora_rank,
+        lora_targets=(targets,) if isinstance(targets, str) else tuple(targets),
+        backward_layers=4.0 if device_type == "cpu" else 2.0,
+        runtime_bytes=50 * 2**20 if device_type == "cpu" else 0.0,
+    )
+
+
+def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = GPUS,
+             hosted_prices: tuple = HOSTED) -> Plan:
+    """Estimate memory, time and cost of training `config`, reading no weights."""
+    from hone.model.load import load_config_only, pick_device, pick_dtype
+
+    model_config = load_config_only(config.model)
+    arch = describe_model(model_config)
+    device = pick_device(config.model)
+    compute = pick_dtype(config.model, device)
+    settings = hone_settings(config, device.type, compute.itemsize)
+    data = data_stats(config, arch)
+    steps = total_steps(data.examples, config)
+    flops = run_flops(arch, settings, data, config)
+    memory = estimate_memory(arch, settings, data.largest_batch)
+    rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
+    seconds = flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
+    gpu_settings = hone_settings(config, "cuda", 2.0)
+    gpu_peak = estimate_memory(arch, gpu_settings, data.largest_batch).peak
+    targets = [gpu_target(g, gpu_peak, flops, settings.method) for g in gpus]
+    hosted = [{"name": h.name, "usd": round(data.tokens * config.train.epochs / 1000 * h.usd_per_1k_tokens, 2),
+               "usd_per_1k_tokens": h.usd_per_1k_tokens, "source": h.source} for h in hosted_prices]
+    notes = [] if data.source == "data" else ["no data.train given: sizes assume full batches of data.max_length tokens"]
+    if device.type == "cpu" and str(compute) == "torch.bfloat16":
+        notes.append("bf16 compute on this CPU (measured faster than fp32)")
+    return Plan(model=config.model.path, method=settings.method, total_params=arch.total_params,
+                trainable_params=trainable_params(arch, settings), memory=memory, device=device.type, data=data,
+                epochs=config.train.epochs, steps=steps, flops=flops, this_machine_seconds=seconds,
+                this_machine_flops_per_s=rate, targets=targets, hosted=hosted,
+                dataset_advice=dataset_advice(data.examples), license=model_license(config), notes=notes)
+
+
+def gpu_target(gpu: Gpu, peak_bytes: float, flops: float, method: str) -> Target:
+    hours = flops / (gpu.peak_tflops * 1e12 * MFU[method]) / 3600
+    return Target(gpu.name, fits=peak_bytes / GIB <= gpu.memory_gib, memory_gib=round(peak_bytes / GIB, 2),
+                  hours=hours, usd=round(hours * gpu.usd_per_hour, 2))
+
+
+def total_steps(examples: int, config: RunConfig) -> int:
+    from hone.train.loop import plan_steps
+
+    return plan_steps(max(examples, 1), config.train)[1]
+
+
+def run_flops(arch: Arch, settings: MemorySettings, data: DataStats, config: RunConfig) -> float:
+    """FLOPs of the whole run: per-epoch padded tokens x epochs (or max_steps' share)."""
+    per_epoch_steps = max(1, math.ceil(math.ceil(max(data.examples, 1) / config.train.batch_size) / config.train.gradient_accumulation_steps))
+    epochs = config.train.epochs if config.train.max_steps is None else config.train.max_steps / per_epoch_steps
+    mean_len = data.padded_tokens / max(data.examples, 1)
+    labelled_share = data.trained_tokens / max(data.padded_tokens, 1)
+    per_epoch = step_flops(arch, settings, data.padded_tokens, int(data.padded_tokens * labelled_share), int(mean_len))
+    return per_epoch * epochs
+
+
+def data_stats(config: RunConfig, arch: Arch) -> DataStats:
+    """Token counts of the training split, exactly as training will batch it."""
+    args, batch_size = config.data, config.train.batch_size
+    if not args.train:
+        tokens = batch_size * args.max_length
+        return DataStats(batch_size, tokens, tokens, tokens // 2, args.max_length,
+                         BatchShape(batch_size, args.max_length, tokens // 2), "limits")
+    from hone.data.collate import epoch_batches
+    from hone.data.dataset import read_examples, split_examples, tokenize_examples
+    from hone.model.load import load_tokenizer
+
+    examples = read_examples(args.train).examples
+    if not args.eval:
+        examples, _ = split_examples(examples, args.eval_fraction, config.train.seed, args.max_eval_examples)
+    items, _ = tokenize_examples(load_tokenizer(config.model), examples, args.max_length, args.overlength)
+    if not items:
+        return DataStats(0, 0, 0, 0, 0, BatchShape(1, 1, 1), "data")
+    batches = epoch_batches(items, batch_size, config.train.seed, 0)
+    widths = [max(len(items[i].input_ids) for i in b) for b in batches]
+    largest = max(range(len(batches)), key=lambda k: widths[k] * len(batches[k]))
+    labelled = sum(items[i].trained_tokens for i in batches[largest])
+    return DataStats(examples=len(items), tokens=sum(len(it.input_ids) for it in items),
+                     padded_tokens=sum(w * len(b) for w, b in zip(widths, batches)),
+                     trained_tokens=sum(it.trained_tokens for it in items), longest=max(widths),
+                     largest_batch=BatchShape(len(batches[largest]), widths[largest], labelled), source="data")
+
+
+def dataset_advice(examples: int) -> str:
+    """The dataset's size against the seeds' guidance (50-100 minimum, 500-1000 optimal, >10K diminishing)."""
+    if examples < 50:
+        return f"{examples} examples: fewer than 50 — prompt engineering or few-shot is likely the better tool (seeds)"
+    if examples < 100:
+        return f"{examples} examples: at the 50-100 minimum for an effect; 500-1000 is the seeds' optimum"
+    if examples < 500:
+        return f"{examples} examples: workable; 500-1000 carefully checked examples is the seeds' optimum"
+    if examples <= 1000:
+        return f"{examples} examples: in the seeds' optimal range (500-1000); quality matters more than more rows"
+    if examples <= 10_000:
+        return f"{examples:,} examples: plenty; curating quality pays more than adding rows"
+    return f"{examples:,} examples: more than 10K rarely yields proportional improvement (seeds); consider a curated subset"
+
+
+def model_license(config: RunConfig) -> LicenseInfo:
+    from hone.model.load import resolve_model_path
+
+    if config.model.path == EMBEDDED:
+        return LicenseInfo("apache-2.0", "ok", "hone's embedded model, under the project's license")
+    return read_license(resolve_model_path(config.model.path))
+
+
+@functools.lru_cache(maxsize=8)
+def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 1.5) -> float:
+    """Matmul FLOP/s of this machine at a training-like shape (512 tokens x hidden x 4*hidden,
+    hidden capped at 2048 so that the benchmark stays a few seconds), best of repeated runs."""
+    import torch
+
+    width = min(max(hidden, 256), 2048)
+    x = torch.randn(512, width, dtype=getattr(torch, dtype))
+    w = torch.randn(width, 4 * width, dtype=x.dtype)
+    x @ w  # warm-up: kernel selection and packing
+    flops_each = 2 * 512 * width * 4 * width
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(4):
+            x @ w
+        best = max(best, 4 * flops_each / (time.perf_counter() - start))
+    return best
+
+
+def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: list[str], hosted_price: float | None) -> int:
+    from hone.config import load_config
+    from hone.errors import HoneError
+    from hone.plan.hardware import HostedPrice, with_prices
+
+    config = load_config(config_path, overrides)
+    parsed = {}
+    for item in prices:
+        name, _, value = item.partition("=")
+        try:
+            parsed[name] = float(value)
+        except ValueError:
+            raise HoneError(f"--price {item!r} is not NAME=USD_PER_HOUR", "e.g. --price A100=1.2") from None
+    hosted = HOSTED if hosted_price is None else (HostedPrice("custom", hosted_price, "--hosted-price"),)
+    plan = plan_run(config, gpus=with_prices(GPUS, parsed), hosted_prices=hosted)
+    print(json.dumps(plan.to_dict(), indent=1, default=str) if as_json else plan.text())
+    return 0
+
+
+def print_plan(config: RunConfig) -> None:
+    """What `hone train` and the quickstart print before training; never stops a run."""
+    try:
+        print(plan_run(config).text())
+    except Exception as exc:  # a planning problem must not block training
+        print(f"plan: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+

@@ -1,0 +1,237 @@
+"""Peak training memory and FLOPs from a model's config.json alone: pure arithmetic, no weights.
+
+`describe_model` reads the architecture (shapes are taken from a model built on the `meta`
+device, which allocates nothing); `estimate_memory` adds up what a training step keeps alive
+at its high-water mark under explicit `MemorySettings`. hone's own loop maps to settings via
+`hone_settings`; other recipes (e.g. torchtune's) are described by setting the fields directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+GIB = 2**30
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+"""Bytes per 4-bit NF4 weight with double quantisation: two weights per byte, one 8-bit absmax
+per block of 64, one fp32 constant per 256 absmax values (QLoRA paper, section 3)."""
+LOSS_CHUNK_ROWS = 2048  # hone.train.loss.CHUNK_ROWS, repeated to keep this module import-light
+
+
+@dataclass
+class Arch:
+    """What memory and compute depend on, read from config.json."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    total_params: int
+    layer_linear_params: int
+    """Weights of the linear layers inside the decoder blocks (what 4-bit quantises)."""
+    largest_param: int
+    lora_pairs: dict[str, tuple[int, int, int]]
+    """Linear module name -> (in_features, out_features, how many) inside the decoder blocks."""
+
+
+@dataclass
+class MemorySettings:
+    """How a recipe stores things. Bytes are per element."""
+
+    method: Literal["full", "lora", "qlora"]
+    weight_bytes: float = 2.0
+    """Storage of the (non-quantised) weights: 4 for fp32 master weights, 2 for bf16."""
+    compute_bytes: float = 2.0
+    adapter_bytes: float = 4.0
+    optimizer: Literal["adamw", "adamw8bit", "paged_adamw8bit"] = "adamw"
+    """AdamW keeps m and v in the parameter's dtype; 8-bit keeps 2 bytes; paged lives in host memory."""
+    optimizer_in_backward: bool = False
+    """Step each parameter as its gradient arrives: only one gradient is alive at a time."""
+    gradient_checkpointing: bool = False
+    loss: Literal["labelled_chunks", "all_positions_chunks"] = "labelled_chunks"
+    """hone: logits only for labelled positions, 2048 rows at a time, recomputed in backward.
+    torchtune CEWithChunkedOutputLoss: bf16 logits for every position, upcast 1/8 at a time."""
+    lora_rank: int = 8
+    lora_targets: tuple[str, ...] = ("all-linear",)
+    foreach_step: bool = True
+    """torch's default multi-tensor AdamW makes one temporary copy of the state for sqrt(v)."""
+    quantized_head: bool = False
+    """QLoRA also stores the output projection in 4-bit (torchtune does; PEFT/bitsandbytes do not)."""
+    backward_layers: float = 2.0
+    """Layers' worth of activations alive while one layer is differentiated (its saved tensors
+    plus their gradients). Measured 4 on CPU (fp32 gradients, glibc keeps freed blocks); 2 on CUDA's caching allocator."""
+    runtime_bytes: float = 0.0
+    """Fixed cost of the runtime (CPU: thread pools, oneDNN kernels, autograd engine: ~50 MiB measured)."""
+
+
+@dataclass
+class BatchShape:
+    """The largest micro-batch of the run."""
+
+    batch_size: int
+    seq_len: int
+    labelled: int
+    """Positions with a label in that micro-batch (what hone's loss projects to the vocabulary)."""
+
+
+@dataclass
+class MemoryBreakdown:
+    """Bytes alive at the peak of a training step, by what holds them."""
+
+    weights: float
+    adapter: float
+    gradients: float
+    optimizer_state: float
+    activations: float
+    activations_without_checkpointing: float
+    activations_with_checkpointing: float
+    logits: float
+    temporaries: float
+    """Autocast's low-precision copies of fp32 weights, the optimizer's scratch, de-quantised layers."""
+    peak: float
+
+    def gib(self) -> dict[str, float]:
+        return {key: round(value / GIB, 3) for key, value in asdict(self).items()}
+
+
+def describe_model(config) -> Arch:
+    """Shapes of a transformers config's model, built on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    text = getattr(config, "text_config", None) or config
+    hidden = text.hidden_size
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    pairs: dict[str, tuple[int, int, int]] = {}
+    linear_params = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".layers." in name:
+            short = name.rsplit(".", 1)[-1]
+            n_in, n_out, count = pairs.get(short, (module.in_features, module.out_features, 0))
+            pairs[short] = (n_in, n_out, count + 1)
+            linear_params += module.weight.numel()
+    params = list(model.parameters())
+    return Arch(vocab=text.vocab_size, hidden=hidden, layers=text.num_hidden_layers, heads=heads,
+                kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
+                intermediate=getattr(text, "intermediate_size", None) or 4 * hidden,
+                total_params=sum(p.numel() for p in params), layer_linear_params=linear_params,
+                largest_param=max(p.numel() for p in params), lora_pairs=pairs)
+
+
+def lora_params(arch: Arch, settings: MemorySettings) -> int:
+    """Trainable LoRA parameters: rank x (in + out) for every targeted linear layer."""
+    targets = set(settings.lora_targets)
+    every = "all-linear" in targets
+    return sum(settings.lora_rank * (n_in + n_out) * count for name, (n_in, n_out, count) in arch.lora_pairs.items()
+               if every or name in targets)
+
+
+def trainable_params(arch: Arch, settings: MemorySettings) -> int:
+    return arch.total_params if settings.method == "full" else lora_params(arch, settings)
+
+
+def layer_activation_bytes(arch: Arch, settings: MemorySettings) -> float:
+    """Bytes one decoder layer saves for backward, per token.
+
+    Counted with `torch.autograd.graph.saved_tensors_hooks` on transformers' Llama layer under
+    hone's loop (bf16 autocast, SDPA attention): with fp32 master weights (full) the residual
+    stream and the norms stay fp32 (27 bytes per hidden unit); with a bf16 base (LoRA/QLoRA)
+    they are bf16 (21), plus each adapted linear's rank-r input. The MLP keeps gate, up and
+    their product (8 bytes per intermediate unit); attention keeps q, k, v, output and the
+    log-sum-exp (no T x T matrix: SDPA's fused kernels recompute it).
+    """
+    h, f, r = arch.hidden, arch.intermediate, settings.lora_rank
+    q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    fp32_stream = settings.method == "full" and settings.weight_bytes == 4
+    per_hidden = 27.3 if fp32_stream else 20.7
+    lora_targets = sum(count for _, _, count in arch.lora_pairs.values()) / max(arch.layers, 1)
+    adapter = 0 if settings.method == "full" else 2 * r * lora_targets
+    scale = settings.compute_bytes / 2  # the counts above are for 2-byte compute
+    return scale * (per_hidden * h + 8 * f + 4 * q_width + 5 * kv_width + 4 * arch.heads + adapter) + 10
+
+
+def activation_bytes(arch: Arch, settings: MemorySettings, batch: BatchShape, checkpointing: bool) -> float:
+    """Saved activations at the start of backward, plus the gradients of one layer's activations
+    that exist while it is being differentiated (or recomputed, with checkpointing)."""
+    tokens = batch.batch_size * batch.seq_len
+    layer = layer_activation_bytes(arch, settings) * tokens
+    if checkpointing:  # each layer keeps only its input; one layer is recomputed at a time
+        stream_bytes = 4 if settings.method == "full" and settings.weight_bytes == 4 else settings.compute_bytes
+        return arch.layers * stream_bytes * arch.hidden * tokens + settings.backward_layers * layer
+    return (arch.layers + settings.backward_layers - 1) * layer
+
+
+def logits_bytes(arch: Arch, settings: MemorySettings, batch: BatchShape) -> float:
+    """Peak bytes of the output projection and cross-entropy."""
+    if settings.loss == "labelled_chunks":
+        rows = min(batch.labelled, LOSS_CHUNK_ROWS)
+        # backward of one chunk: recomputed logits (compute dtype), their fp32 upcast, log-softmax,
+        # softmax and the gradient in fp32, and the gradient cast back (measured: 20 bytes per logit)
+        return rows * arch.vocab * (settings.compute_bytes + 18) + batch.labelled * arch.hidden * 4
+    tokens = batch.batch_size * batch.seq_len
+    # every position's logits kept in bf16; one chunk of 8 upcast to fp32 with its softmax
+    return tokens * arch.vocab * settings.compute_bytes + tokens / 8 * arch.vocab * 8
+
+
+def optimizer_bytes_per_param(settings: MemorySettings, param_bytes: float) -> float:
+    return {"adamw": 2 * param_bytes, "adamw8bit": 2.0, "paged_adamw8bit": 0.0}[settings.optimizer]
+
+
+def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> MemoryBreakdown:
+    """What is alive at the high-water mark of a training step (bytes)."""
+    method = settings.method
+    frozen = 0 if method == "full" else arch.total_params
+    if method == "qlora":
+        quantized = arch.layer_linear_params + (arch.vocab * arch.hidden if settings.quantized_head else 0)
+        weights = quantized * NF4_BYTES + (frozen - quantized) * settings.compute_bytes
+    elif method == "lora":
+        weights = frozen * settings.compute_bytes
+    else:
+        weights = arch.total_params * settings.weight_bytes
+    trainable = trainable_params(arch, settings)
+    param_bytes = settings.weight_bytes if method == "full" else settings.adapter_bytes
+    adapter = 0 if method == "full" else trainable * param_bytes
+    grads = (arch.largest_param if settings.optimizer_in_backward else trainable) * param_bytes
+    if method == "full" and settings.optimizer_in_backward:
+        grads = min(arch.largest_param, trainable) * param_bytes
+    state = trainable * optimizer_bytes_per_param(settings, param_bytes)
+    acts = activation_bytes(arch, settings, batch, settings.gradient_checkpointing)
+    acts_plain = activation_bytes(arch, settings, batch, False)
+    acts_checkpointed = activation_bytes(arch, settings, batch, True)
+    logits = logits_bytes(arch, settings, batch)
+    casts = arch.layer_linear_params * settings.compute_bytes if method == "full" and settings.weight_bytes > settings.compute_bytes else 0
+    if method == "qlora":  # one linear layer de-quantised at a time
+        casts = max(n_in * n_out for n_in, n_out, _ in arch.lora_pairs.values()) * settings.compute_bytes
+    step_scratch = trainable * param_bytes if settings.foreach_step and settings.optimizer == "adamw" and not settings.optimizer_in_backward else 0
+    # Backward starts with every activation, the logits chunk and the autocast weight copies
+    # alive; the optimizer step holds every gradient and its scratch. The peak is the larger.
+    during_backward = acts + logits + casts + (grads if settings.optimizer_in_backward or method != "full" else 0)
+    during_step = grads + step_scratch
+    peak = settings.runtime_bytes + weights + adapter + state + max(during_backward, during_step)
+    return MemoryBreakdown(weights=weights, adapter=adapter, gradients=grads, optimizer_state=state, activations=acts,
+                           activations_without_checkpointing=acts_plain,
+                           activations_with_checkpointing=acts_checkpointed, logits=logits,
+                           temporaries=max(casts, step_scratch), peak=peak)
+
+
+def step_flops(arch: Arch, settings: MemorySettings, tokens: int, labelled: int, seq_len: int) -> float:
+    """FLOPs of one optimizer step's forward and backward over `tokens` (padded) tokens.
+
+    Forward: 2 x layer weights per token, the output head only on labelled positions (hone's
+    loss), attention scores and mixing 4 x T x width per token per layer. Backward: twice the
+    forward for full fine-tuning (input and weight gradients); for LoRA/QLoRA only input
+    gradients flow through frozen weights (1x). Checkpointing adds one more forward.
+    """
+    width = arch.heads * arch.head_dim
+    attention = 4 * seq_len * width * arch.layers * tokens
+    forward = 2 * arch.layer_linear_params * tokens + attention + 2 * arch.hidden * arch.vocab * labelled
+    adapters = 6 * lora_params(arch, settings) * tokens if settings.method != "full" else 0
+    backward = 2 * forward if settings.method == "full" else forward
+    recompute = forward if settings.gradient_checkpointing else 0
+    return forward + backward + recompute + adapters
