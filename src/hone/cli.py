@@ -50,7 +50,41 @@ def cmd_quickstart(args) -> int:
     return quickstart(args.out)
 
 
-BUILDERS = [add_train, add_pretrain, add_quickstart]
+def add_advise(sub) -> None:
+    p = sub.add_parser("advise", help="should you fine-tune at all, and how (prompting, few-shot, RAG, fine-tuning)")
+    p.add_argument("--answers", metavar="FILE.yaml", help="answers as YAML (keys: the flag names with underscores)")
+    p.add_argument("--json", action="store_true", help="print the advice as JSON")
+    from hone.plan.commands import advise_flags
+
+    advise_flags(p)
+    p.set_defaults(handler=cmd_advise)
+
+
+def cmd_advise(args) -> int:
+    from hone.plan.commands import QUESTIONS, advise_command, is_interactive
+
+    flags = {name: getattr(args, name, None) for name in [*QUESTIONS, "dataset"]}
+    return advise_command(args.answers, flags, args.json, interactive=is_interactive())
+
+
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="memory, time and cost of a training run before it starts (reads no weights)")
+    p.add_argument("config", help="the YAML config you would pass to `hone train`")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. adapter.method=qlora")
+    p.add_argument("--json", action="store_true", help="print every estimate as JSON")
+    p.add_argument("--price", action="append", default=[], metavar="GPU=USD",
+                   help="price per GPU-hour, e.g. --price A100=1.2 (repeatable)")
+    p.add_argument("--hosted-price", type=float, metavar="USD", help="hosted fine-tuning price per 1K training tokens")
+    p.set_defaults(handler=cmd_plan)
+
+
+def cmd_plan(args) -> int:
+    from hone.plan.estimate import plan_command
+
+    return plan_command(args.config, args.overrides, args.json, args.price, args.hosted_price)
+
+
+BUILDERS = [add_train, add_pretrain, add_quickstart, add_advise, add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

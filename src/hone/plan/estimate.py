@@ -153,7 +153,8 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     flops = run_flops(arch, settings, data, config)
     memory = estimate_memory(arch, settings, data.largest_batch)
     rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
-    seconds = flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
+    overhead = measured_layer_overhead(model_config.model_type, settings.method) * arch.layers * micro_steps(data, config) if calibrate else 0.0
+    seconds = overhead + flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
     gpu_settings = hone_settings(config, "cuda", 2.0)
     gpu_peak = estimate_memory(arch, gpu_settings, data.largest_batch).peak
     targets = [gpu_target(g, gpu_peak, flops, settings.method) for g in gpus]
@@ -162,8 +163,9 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     notes = [] if data.source == "data" else ["no data.train given: sizes assume full batches of data.max_length tokens"]
     if device.type == "cpu" and str(compute) == "torch.bfloat16":
         notes.append("bf16 compute on this CPU (measured faster than fp32)")
-    return Plan(model=config.model.path, method=settings.method, total_params=arch.total_params,
-                trainable_params=trainable_params(arch, settings), memory=memory, device=device.type, data=data,
+    trainable = trainable_params(arch, settings)
+    total = arch.total_params + (0 if settings.method == "full" else trainable)  # as count_parameters reports it
+    return Plan(model=config.model.path, method=settings.method, total_params=total, trainable_params=trainable, memory=memory, device=device.type, data=data,
                 epochs=config.train.epochs, steps=steps, flops=flops, this_machine_seconds=seconds,
                 this_machine_flops_per_s=rate, targets=targets, hosted=hosted,
                 dataset_advice=dataset_advice(data.examples), license=model_license(config), notes=notes)
@@ -179,6 +181,14 @@ def total_steps(examples: int, config: RunConfig) -> int:
     from hone.train.loop import plan_steps
 
     return plan_steps(max(examples, 1), config.train)[1]
+
+
+def micro_steps(data: DataStats, config: RunConfig) -> float:
+    """Micro-batches the run will process (each pays the per-step overhead)."""
+    per_epoch = math.ceil(max(data.examples, 1) / config.train.batch_size)
+    if config.train.max_steps is not None:
+        return config.train.max_steps * config.train.gradient_accumulation_steps
+    return per_epoch * config.train.epochs
 
 
 def run_flops(arch: Arch, settings: MemorySettings, data: DataStats, config: RunConfig) -> float:
@@ -242,9 +252,37 @@ def model_license(config: RunConfig) -> LicenseInfo:
 
 
 @functools.lru_cache(maxsize=8)
-def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 1.5) -> float:
+def measured_layer_overhead(model_type: str, method: str) -> float:
+    """Seconds per decoder layer per training step that do not scale with FLOPs (op dispatch,
+    autograd, adapters, optimizer): timed on a 2-layer, width-64 copy of the architecture."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hone.config import AdapterArgs
+    from hone.data.render import Tokenized
+    from hone.model.adapters import apply_method
+    from hone.train.loop import Setup, build_optimizer, train_step
+    from hone.config import TrainArgs
+
+    small = AutoConfig.for_model(model_type, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    model = apply_method(AutoModelForCausalLM.from_config(small), AdapterArgs(method="full" if method == "full" else "lora"))
+    setup = Setup(model, 0, torch.device("cpu"), torch.bfloat16, None)
+    optimizer, _ = build_optimizer(model, TrainArgs(), total_steps=10)
+    items = [Tokenized(list(range(5, 37)), list(range(5, 37))) for _ in range(2)]
+    seconds = []
+    for _ in range(4):
+        start = time.perf_counter()
+        train_step(setup, [items], optimizer, 1.0)
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds[1:])[1] / 2
+
+
+@functools.lru_cache(maxsize=8)
+def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 1.0) -> float:
     """Matmul FLOP/s of this machine at a training-like shape (512 tokens x hidden x 4*hidden,
-    hidden capped at 2048 so that the benchmark stays a few seconds), best of repeated runs."""
+    hidden capped at 2048 so that the benchmark stays short), median of repeated timings: on a
+    shared machine the median tracks what a training run will get, the best does not."""
     import torch
 
     width = min(max(hidden, 256), 2048)
@@ -252,13 +290,13 @@ def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 
     w = torch.randn(width, 4 * width, dtype=x.dtype)
     x @ w  # warm-up: kernel selection and packing
     flops_each = 2 * 512 * width * 4 * width
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    rates, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 3:
         start = time.perf_counter()
         for _ in range(4):
             x @ w
-        best = max(best, 4 * flops_each / (time.perf_counter() - start))
-    return best
+        rates.append(4 * flops_each / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
 def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: list[str], hosted_price: float | None) -> int:

@@ -12,6 +12,9 @@ from hone.train.sft import CONFIG_FILE, run_sft
 
 def train_command(config_path: str | None, overrides: list[str], resume) -> int:
     config = resolve_config(config_path, overrides, resume)
+    from hone.plan.estimate import print_plan
+
+    print_plan(config)
     try:
         run_dir = run_sft(config, resume=bool(resume))
     except Interrupted as exc:
