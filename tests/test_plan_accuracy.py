@@ -1,0 +1,31 @@
+"""Predicted peak memory within 20% of a measured short run of hone's loop on this CPU, for
+full, LoRA and QLoRA at two sequence lengths and two batch sizes (see hone.plan.measure for
+what "peak" means). Slow: twelve subprocess runs of a ~22M-parameter model. Time predictions
+are compared in bench/plan_accuracy.py (too noisy on a shared machine to assert here)."""
+
+import pytest
+
+from plan_models import accuracy_cases, make_medium_model, predict_case
+
+
+@pytest.fixture(scope="module")
+def medium_model(tmp_path_factory):
+    return make_medium_model(tmp_path_factory.mktemp("plan") / "m22")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,checkpointing,batch,seq", accuracy_cases() + [("lora", True, 4, 256), ("full", True, 4, 256)])
+def test_predicted_peak_memory_within_20_percent(medium_model, method, checkpointing, batch, seq):
+    from hone.plan.measure import measure_run
+    from hone.plan.memory import BatchShape, describe_model, estimate_memory
+    from hone.plan.estimate import hone_settings
+    from hone.config import RunConfig
+    from transformers import AutoConfig
+
+    measured = measure_run(medium_model, method, batch, seq, steps=2, gradient_checkpointing=checkpointing, threads=1)
+    config = RunConfig()
+    config.adapter.method = method
+    config.train.gradient_checkpointing = checkpointing
+    arch = describe_model(AutoConfig.from_pretrained(medium_model))
+    predicted = estimate_memory(arch, hone_settings(config, "cpu", 2.0), BatchShape(batch, seq, batch * (seq // 2))).peak
+    assert abs(predicted / measured.peak_bytes - 1) <= 0.20, (predicted / 2**20, measured.peak_bytes / 2**20)
