@@ -28,8 +28,9 @@ def open_text(path: Path):
     if not path.is_file():
         raise HoneError(f"data file not found: {path}", "check the path")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    # Undecodable bytes become U+FFFD so one bad line is reported instead of ending the read.
+    return path.open("r", encoding="utf-8", errors="replace")
 
 
 def base_suffix(path: Path) -> str:
@@ -51,6 +52,9 @@ def _iter_jsonl(path: Path):
     with open_text(path) as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
+                continue
+            if "\ufffd" in raw:
+                yield number, BadLine(number, "invalid UTF-8 bytes", raw)
                 continue
             try:
                 record = json.loads(raw)

@@ -23,11 +23,11 @@ SHAREGPT_ROLES = {
 # ---- messages -------------------------------------------------------------------------------
 
 def clean_message(message: Any, label: str) -> dict[str, Any]:
-    """Validate one chat turn; drop null fields (parquet struct columns fill absent keys with null)."""
+    """Validate one chat turn; drop null fields but `content` (parquet struct columns fill absent keys with null)."""
     if not isinstance(message, dict):
         raise FormatError(f"{label} is not an object")
-    if any(value is None for value in message.values()):
-        message = {key: value for key, value in message.items() if value is not None}
+    if any(value is None for key, value in message.items() if key != "content"):
+        message = {key: value for key, value in message.items() if value is not None or key == "content"}
     role = message.get("role")
     if role not in ROLES:
         raise FormatError(f"{label}.role is {role!r}; expected one of {', '.join(ROLES)}")

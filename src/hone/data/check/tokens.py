@@ -76,6 +76,8 @@ def _apply_policy(item: Tokenized, max_length: int, policy: str, report: LengthR
             report.truncated += 1
     if fitted is not None:
         report.trained_tokens += fitted.trained_tokens
+    elif policy == "truncate":  # the prompt alone fills max_length: nothing is left to learn
+        empty.append(line)
 
 
 def _length_findings(path: str, report: LengthReport, over: list[int], empty: list[int], no_eos: list[int]) -> list[Finding]:
@@ -89,7 +91,7 @@ def _length_findings(path: str, report: LengthReport, over: list[int], empty: li
                                 f"{report.lost_trained_tokens:,} trained tokens lost ({share:.1%})"))
     if empty:
         findings.append(Finding("no_trained_tokens", "warning", path, empty,
-                                f"{len(empty)} example(s) have no trained token after masking; training drops them",
+                                f"{len(empty)} example(s) have no trained token after masking (and truncation); training drops them",
                                 rejects=True))
     if no_eos:
         findings.append(Finding("missing_eos", "warning", path, no_eos,
