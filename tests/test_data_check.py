@@ -118,7 +118,8 @@ def test_materially_different():
 
 def test_eval_leakage(tmp_path):
     train = distinct_rows(60)
-    evals = distinct_rows(5, seed=1) + [train[10], chat(train[20]["messages"][0]["content"] + " please", train[20]["messages"][1]["content"])]
+    train[20] = chat(" ".join(f"t{i}" for i in range(50)), "the answer to it")
+    evals = distinct_rows(5, seed=1) + [train[10], chat(train[20]["messages"][0]["content"] + " please", "the answer to it")]
     train_path, eval_path = write(tmp_path / "t.jsonl", train), write(tmp_path / "e.jsonl", evals)
     report = check_files(train_path, eval_path)
     leaks = findings_of(report, "eval_leakage")

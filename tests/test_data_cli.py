@@ -30,7 +30,7 @@ def test_json_report_and_show(tmp_path, tiny_llama, capsys):
     report = json.loads(report_path.read_text())
     assert report["files"][str(data)]["examples"] == 60 and report["stats"]["train"]["lengths"]["unit"] == "tokens"
     out = capsys.readouterr().out
-    assert out.count("[[") == 2 and "<|im_end|>]]" in out  # the answer and its end-of-turn token are trained
+    assert out.count("<|im_end|>]]") == 2  # the answer and its end-of-turn token are trained
 
 
 def test_fix_keeps_plus_rejects_equal_read(tmp_path, tiny_llama):
@@ -88,9 +88,9 @@ def test_convert_round_trip_and_warnings(tmp_path, capsys):
 
 def test_split_keeps_near_duplicate_groups_together(tmp_path):
     rows = distinct_rows(200)
-    base = " ".join(f"word{i}" for i in range(40))
+    base = " ".join(f"word{i}x" for i in range(40))
     for k in range(10):  # ten near-copies of one text, and a repeated prompt with two answers
-        rows.append(chat(base.replace(f"word{k}", f"x{k}"), "same"))
+        rows.append(chat(base.replace(f"word{k}x", f"other{k}"), "same"))
     rows += [chat("shared prompt here", "one"), chat("shared prompt here", "two")]
     source = write(tmp_path / "all.jsonl", rows)
     for seed in range(4):

@@ -6,11 +6,12 @@ Written here rather than borrowed because it is the product: it has to be determ
 
 Documents are lower-cased words; a document's shingles are its word n-grams (`shingle_words`,
 default 2: one substituted word in a 30-word text keeps the Jaccard similarity near 0.87).
-Word ids come from a vocabulary built in order, so nothing depends on Python's salted `hash`.
+Words are hashed with blake2b, so nothing depends on Python's salted `hash` or on the other rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -23,9 +24,9 @@ SHINGLES_PER_BLOCK = 1 << 16  # signature work is done in blocks of ~this many s
 
 @dataclass
 class WordTable:
-    """Every document's word ids, flattened: document d is `ids[offsets[d]:offsets[d + 1]]`."""
+    """Every document's words as 64-bit hashes, flattened: document d is `ids[offsets[d]:offsets[d + 1]]`."""
 
-    ids: np.ndarray  # (total_words,) int64
+    ids: np.ndarray  # (total_words,) uint64, a hash of the word's text: the same word, the same id, in any file
     offsets: np.ndarray  # (documents + 1,) int64
 
     @property
@@ -33,16 +34,20 @@ class WordTable:
         return np.diff(self.offsets)
 
 
-def word_table(texts: list[str], vocabulary: dict[str, int] | None = None) -> WordTable:
-    """Lower-cased word ids of each text (ids assigned in order of first appearance)."""
-    vocabulary = {} if vocabulary is None else vocabulary
+def word_table(texts: list[str]) -> WordTable:
+    """Lower-cased words of each text. Each distinct word is hashed once (blake2b), so a text's
+    shingles do not depend on which other texts were read with it."""
+    vocabulary: dict[str, int] = {}
     ids: list[int] = []
     lengths = np.zeros(len(texts) + 1, dtype=np.int64)
     for index, text in enumerate(texts):
         words = WORD.findall(text.lower())
         ids += [vocabulary.setdefault(word, len(vocabulary)) for word in words]
         lengths[index + 1] = len(words)
-    return WordTable(np.asarray(ids, dtype=np.int64), np.cumsum(lengths))
+    word_hashes = np.array([int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little") for w in vocabulary],
+                           dtype=np.uint64)
+    flat = word_hashes[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(0, dtype=np.uint64)
+    return WordTable(flat, np.cumsum(lengths))
 
 
 def _mix(values: np.ndarray) -> np.ndarray:
@@ -67,10 +72,10 @@ def shingle_hashes(table: WordTable, n: int) -> tuple[np.ndarray, np.ndarray]:
     end = np.repeat(table.offsets[1:], lengths)  # (total,) end offset of each word's document
     position = np.arange(total, dtype=np.int64)
     with np.errstate(over="ignore"):
-        h = _mix(table.ids + 1)
+        h = _mix(table.ids)
         for k in range(1, n):
-            shifted = np.zeros(total, dtype=np.int64)
-            shifted[: total - k] = table.ids[k:] + 1
+            shifted = np.zeros(total, dtype=np.uint64)
+            shifted[: total - k] = table.ids[k:]
             inside = position + k < end
             h = _mix(h * np.uint64(0x9E3779B97F4A7C15) + np.where(inside, shifted, 0).astype(np.uint64))
     start = np.repeat(table.offsets[:-1], lengths)

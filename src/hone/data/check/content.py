@@ -148,7 +148,8 @@ def prompt_diversity(examples: list[Example]) -> dict | None:
     ids = table.ids
     same_doc = np.ones(len(ids), dtype=bool)
     same_doc[table.offsets[1:-1] - 1] = False  # a bigram may not cross from one prompt into the next
-    bigrams = (ids[:-1] * (int(ids.max()) + 1) + ids[1:])[same_doc[:-1]]
+    with np.errstate(over="ignore"):  # word ids are 64-bit hashes; a bigram's id is a mix of its two
+        bigrams = (ids[:-1] * np.uint64(0x9E3779B97F4A7C15) ^ ids[1:])[same_doc[:-1]]
     return {"distinct_1": round(len(np.unique(ids)) / len(ids), 4),
             "distinct_2": round(len(np.unique(bigrams)) / max(1, len(bigrams)), 4)}
 
