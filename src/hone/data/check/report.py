@@ -58,12 +58,14 @@ class CheckReport:
         return {"files": self.files, "stats": self.stats, "findings": [f.to_dict() for f in self.findings],
                 "notes": self.notes}
 
-    def summary_text(self, max_lines_per_kind: int = 3) -> str:
+    def summary_text(self, examples_per_kind: int = 1) -> str:
+        """10-25 readable lines: files, statistics, findings grouped by kind (errors show 3 examples)."""
         lines = [_file_line(path, info) for path, info in self.files.items()]
         lines += _stats_lines(self.stats.get("train", {}))
         lines += [f"note: {note}" for note in self.notes]
         for severity in SEVERITIES:
-            lines += _severity_lines([f for f in self.findings if f.severity == severity], severity, max_lines_per_kind)
+            shown = examples_per_kind + 2 if severity == "error" else examples_per_kind
+            lines += _severity_lines([f for f in self.findings if f.severity == severity], severity, shown)
         counts = Counter(f.severity for f in self.findings)
         verdict = (f"{counts['error']} error(s): fix them before training (`hone check DATA --fix OUT` removes the bad rows)"
                    if counts["error"] else "no errors: ready to train")
