@@ -24,7 +24,7 @@ def hone(*args, check=True, **kwargs):
 
 def common(model, data, out, *extra):
     return [f"model.path={model}", f"data.train={data}", f"train.output_dir={out}", "model.dtype=float32",
-            "train.progress=false", "train.learning_rate=5e-3", "train.batch_size=8", *extra]
+            "train.progress=false", "train.learning_rate=1e-2", "train.batch_size=8", *extra]
 
 
 def metrics(run: Path):
