@@ -93,3 +93,20 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_picks_up(tmp_path, tiny_llama, c
     assert f"resuming from" in resumed.stdout
     steps = [r["step"] for r in metrics(run)]
     assert steps == list(range(1, stopped_at + 4))
+
+
+def test_pretrain_from_scratch_on_plain_text(tmp_path, tiny_llama):
+    from tiny import sample_text
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    (arch / "config.json").write_text((tiny_llama / "config.json").read_text())
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n<|endoftext|>\n".join(sample_text(300)))
+    run = tmp_path / "pre"
+    hone("pretrain", f"model.path={arch}", f"model.tokenizer={tiny_llama}", "model.from_scratch=true",
+         f"data.train={corpus}", "data.block_size=32", f"train.output_dir={run}", "train.epochs=2",
+         "train.batch_size=8", "train.learning_rate=3e-3", "train.progress=false", "model.dtype=float32")
+    rows = metrics(run)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+    assert (run / "model.safetensors").is_file() and (run / "summary.json").is_file()
