@@ -110,3 +110,20 @@ def test_pretrain_from_scratch_on_plain_text(tmp_path, tiny_llama):
     rows = metrics(run)
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
     assert (run / "model.safetensors").is_file() and (run / "summary.json").is_file()
+
+
+def test_export_merges_the_adapter_exactly(tmp_path, tiny_llama, chat_file):
+    run = tmp_path / "run"
+    hone("train", *common(tiny_llama, chat_file, run, "train.max_steps=6"))
+    hone("export", str(run), "--out", str(tmp_path / "merged"))
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), run)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)(ids).logits
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+    assert (merged - base).abs().max() > 1e-3  # the adapter really changed something
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()

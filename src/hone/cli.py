@@ -50,7 +50,22 @@ def cmd_quickstart(args) -> int:
     return quickstart(args.out)
 
 
-BUILDERS = [add_train, add_pretrain, add_quickstart]
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="merge a run's LoRA adapter into its base model and save a standalone model")
+    p.add_argument("run", help="a run folder written by hone train")
+    p.add_argument("--out", required=True, help="folder for the merged model (safetensors + config + tokenizer)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype of the merged model")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from hone.export.merge import merge_run
+
+    print(f"merged model written to {merge_run(args.run, args.out, args.dtype)}")
+    return 0
+
+
+BUILDERS = [add_train, add_pretrain, add_quickstart, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
