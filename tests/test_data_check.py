@@ -61,11 +61,13 @@ def test_error_kinds_name_file_and_line(tmp_path):
         {"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
         {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "y"}]},
         {"messages": [{"role": "user", "content": "x"}]},
+        "[" * 100_000 + "]" * 100_000,
     ]
     path = write(tmp_path / "t.jsonl", rows)
     report = check_files(path)
     found = {(f.kind, f.rows[0]) for f in report.errors}
-    assert found == {("invalid_json", 61), ("invalid_json", 62), ("schema", 63), ("empty_content", 64), ("role_order", 65)}
+    assert found == {("invalid_json", 61), ("invalid_json", 62), ("schema", 63), ("empty_content", 64), ("role_order", 65),
+                     ("invalid_json", 66)}
     assert all(f.file == str(path) for f in report.errors)
 
 

@@ -56,7 +56,7 @@ def test_fuzz_corrupted_lines_never_crash(tmp_path):
         lambda s: s.replace('"role": "user"', '"role": "' + rng.choice(["usr", "", "USER"]) + '"'),
         lambda s: s.replace('"content": ', '"content": 7, "x": '),
         lambda s: s.replace("messages", "mesages"),
-        lambda s: rng.choice(["null", "[]", "{}", "42", '"str"', "[" * 5000, '{"messages": []}', '{"messages": [null]}']),
+        lambda s: rng.choice(["null", "[]", "{}", "42", '"str"', "[" * 5000, "[" * 100_000 + "]" * 100_000, '{"messages": []}', '{"messages": [null]}']),
         lambda s: s.replace("{", "", 1),
         lambda s: s.encode().replace(b"w", b"\xff", 1).decode("latin-1"),
     ]

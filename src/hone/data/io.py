@@ -61,6 +61,9 @@ def _iter_jsonl(path: Path):
             except json.JSONDecodeError as exc:
                 yield number, BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})", raw)
                 continue
+            except RecursionError:
+                yield number, BadLine(number, "invalid JSON (nested too deeply)", raw)
+                continue
             if not isinstance(record, dict):
                 yield number, BadLine(number, f"expected a JSON object, got {type(record).__name__}", raw)
                 continue

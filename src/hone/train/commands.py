@@ -26,10 +26,12 @@ def train_command(config_path: str | None, overrides: list[str], resume, force: 
 def check_training_data(config, force: bool) -> None:
     """Run the data doctor on data.train/data.eval; refuse error-level findings unless forced."""
     from hone.data.check import check_files
-    from hone.model.load import load_tokenizer
+    from hone.model.load import check_weights, load_tokenizer, pick_device, resolve_model_path
 
     if not config.data.train:
         return  # run_sft names the missing setting
+    check_weights(resolve_model_path(config.model.path), config.model)  # a broken model folder fails before any data work
+    pick_device(config.model)
     tokenizer = load_tokenizer(config.model)
     report = check_files(config.data.train, config.data.eval, tokenizer, config.data.max_length, config.data.overlength)
     print(report.summary_text())

@@ -139,10 +139,14 @@ def _contradiction(members: list[Example], path: str) -> Finding | None:
     if not differing:
         return None
     rows = sorted(e.line for e in members)
-    show = lambda text: repr(text if len(text) <= 60 else text[:57] + "...")  # noqa: E731
+    more = f" (+{len(differing) - 1} more answers)" if len(differing) > 1 else ""
     return Finding("contradiction", "warning", path, rows,
-                   f"{len(rows)} rows share a prompt but answer differently: {show(original[reference])} "
-                   f"vs {show(original[differing[0]])}" + (f" (+{len(differing) - 1} more answers)" if len(differing) > 1 else ""))
+                   f"{len(rows)} rows share a prompt but answer differently: {_clip(original[reference])} "
+                   f"vs {_clip(original[differing[0]])}{more}")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def is_label(value) -> bool:
