@@ -39,7 +39,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2
 h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #dde1e8;padding-bottom:4px}
 .meta{color:#5b6475;font-size:13px}.verdict{background:#f3f6fb;border-left:4px solid #2f6fdf;padding:10px 14px;margin:16px 0}
 .verdict p{margin:4px 0}.flag{color:#c62828;font-weight:600}.ok{color:#1b7a3a;font-weight:600}
-table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eceef2;text-align:right;vertical-align:top}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eceef2;text-align:right;vertical-align:top;white-space:nowrap}td.l{white-space:normal}
 th{background:#f7f8fa}td.l,th.l{text-align:left}.better{color:#1b7a3a}.worse{color:#c62828}.muted{color:#8a94a6}
 .pairs td{text-align:left;max-width:330px;white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .note{color:#5b6475;font-size:13px}svg{max-width:100%;height:auto}
