@@ -146,3 +146,18 @@ def test_eval_end_to_end_with_limit_and_json(tiny_task, tmp_path, capsys):
 def test_compare_without_data_is_a_clear_error(tiny_llama, tmp_path, capsys):
     assert main(["compare", "--tuned", str(tiny_llama), "--base", str(tiny_llama)]) == 2
     assert "no evaluation data given" in capsys.readouterr().err
+
+
+def test_judge_scores_both_orders_so_swapping_sides_mirrors_the_preference(tiny_llama, tmp_path):
+    from tiny import make_chat_data
+
+    from hone.data.dataset import read_examples
+    from hone.eval.judge import judge_pairwise
+
+    examples = read_examples(make_chat_data(tmp_path / "j.jsonl", n=3)).examples
+    first, second = ["cat", "dog", "yes"], ['{"a": 1}', "no", "blue"]
+    forward = judge_pairwise(str(tiny_llama), examples, first, second)
+    backward = judge_pairwise(str(tiny_llama), examples, second, first)
+    assert 0.0 <= forward["tuned_preference"] <= 1.0 and forward["n"] == 3
+    assert forward["tuned_preference"] == pytest.approx(1 - backward["tuned_preference"], abs=1e-5)
+    assert forward["first_position_bias"] == pytest.approx(backward["first_position_bias"], abs=1e-5)

@@ -29,7 +29,7 @@ from hone.eval.models import EvalModel, describe, load_for_eval
 from hone.eval.stats import bootstrap_ci, compare_paired
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity", "general_perplexity", "empty", "truncated"}
-NEUTRAL = {"output_chars", "output_tokens"}  # reported, but longer is neither better nor worse
+NEUTRAL = {"output_chars", "output_tokens", "examples_per_s"}  # reported, but longer is neither better nor worse
 ORDER = ["eval_loss", "perplexity", "exact_match", "normalized_exact_match", "token_f1", "rouge_l", "bleu", "chrf",
          "corpus_bleu", "corpus_chrf", "json_valid", "schema_valid", "field_exact_match", "regex_match",
          "empty", "truncated", "output_tokens", "output_chars", "general_perplexity", "examples_per_s"]

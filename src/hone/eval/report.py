@@ -22,6 +22,8 @@ DESCRIPTIONS = {
     "token_f1": "word overlap F1 with the reference",
     "rouge_l": "longest common word subsequence F1",
     "bleu": "sentence BLEU (sacrebleu), 0-1",
+    "corpus_bleu": "corpus-level BLEU (sacrebleu), 0-1",
+    "corpus_chrf": "corpus-level chrF (sacrebleu), 0-1",
     "chrf": "sentence chrF (sacrebleu), 0-1",
     "json_valid": "answer parses as JSON",
     "schema_valid": "answer satisfies the JSON schema",
