@@ -45,7 +45,10 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     assert f"{path}:" in str(info.value) and "malformed YAML" in str(info.value)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("**/*.yaml")), ids=lambda p: p.name)
+SHIPPED = sorted((ROOT / "examples").glob("**/*.yaml")) + sorted((ROOT / "src" / "hone" / "assets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_example_config_loads(path):
     config = load_config(path)
     assert isinstance(config, RunConfig)

@@ -24,7 +24,7 @@ def hone(*args, check=True, **kwargs):
 
 def common(model, data, out, *extra):
     return [f"model.path={model}", f"data.train={data}", f"train.output_dir={out}", "model.dtype=float32",
-            "train.progress=false", "train.learning_rate=5e-3", "train.batch_size=8", *extra]
+            "train.progress=false", "train.learning_rate=1e-2", "train.batch_size=8", *extra]
 
 
 def metrics(run: Path):
@@ -93,3 +93,37 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_picks_up(tmp_path, tiny_llama, c
     assert f"resuming from" in resumed.stdout
     steps = [r["step"] for r in metrics(run)]
     assert steps == list(range(1, stopped_at + 4))
+
+
+def test_pretrain_from_scratch_on_plain_text(tmp_path, tiny_llama):
+    from tiny import sample_text
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    (arch / "config.json").write_text((tiny_llama / "config.json").read_text())
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n<|endoftext|>\n".join(sample_text(300)))
+    run = tmp_path / "pre"
+    hone("pretrain", f"model.path={arch}", f"model.tokenizer={tiny_llama}", "model.from_scratch=true",
+         f"data.train={corpus}", "data.block_size=32", f"train.output_dir={run}", "train.epochs=2",
+         "train.batch_size=8", "train.learning_rate=3e-3", "train.progress=false", "model.dtype=float32")
+    rows = metrics(run)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
+    assert (run / "model.safetensors").is_file() and (run / "summary.json").is_file()
+
+
+def test_export_merges_the_adapter_exactly(tmp_path, tiny_llama, chat_file):
+    run = tmp_path / "run"
+    hone("train", *common(tiny_llama, chat_file, run, "train.max_steps=6"))
+    hone("export", str(run), "--out", str(tmp_path / "merged"))
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), run)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)(ids).logits
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+    assert (merged - base).abs().max() > 1e-3  # the adapter really changed something
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()

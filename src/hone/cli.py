@@ -26,7 +26,7 @@ def cmd_train(args) -> int:
 
 def add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train or continue pre-training on plain text (rebuilds the embedded model)")
-    p.add_argument("config", help="YAML config, e.g. examples/pretrain_embedded.yaml")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. examples/pretrain_embedded.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
     p.set_defaults(handler=cmd_pretrain)
@@ -98,7 +98,22 @@ def cmd_compare(args) -> int:
     return compare_command(args)
 
 
-BUILDERS = [add_train, add_pretrain, add_quickstart, add_eval, add_compare]
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="merge a run's LoRA adapter into its base model and save a standalone model")
+    p.add_argument("run", help="a run folder written by hone train")
+    p.add_argument("--out", required=True, help="folder for the merged model (safetensors + config + tokenizer)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype of the merged model")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from hone.export.merge import merge_run
+
+    print(f"merged model written to {merge_run(args.run, args.out, args.dtype)}")
+    return 0
+
+
+BUILDERS = [add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

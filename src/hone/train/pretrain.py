@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hone.config import RunConfig, load_config, save_config
+from hone.config import RunConfig, save_config
 from hone.data.dataset import read_examples, require_clean, split_examples
 from hone.data.render import Tokenized
 from hone.errors import HoneError
@@ -22,8 +22,10 @@ from hone.train.sft import CONFIG_FILE, build_trainable, last_eval_loss, peak_rs
 DEFAULTS = {"adapter": {"method": "full"}, "data": {"overlength": "truncate"}}
 
 
-def pretrain_command(config_path: str, overrides: list[str], resume: bool) -> int:
-    config = load_config(config_path, overrides, base=DEFAULTS)
+def pretrain_command(config_path: str | None, overrides: list[str], resume: bool) -> int:
+    from hone.train.commands import resolve_config
+
+    config = resolve_config(config_path, overrides, False, base=DEFAULTS)
     try:
         run_dir = run_pretrain(config, resume)
     except Interrupted as exc:

@@ -16,7 +16,7 @@ from hone.config import RunConfig, save_config
 from hone.data.dataset import read_examples, require_clean, split_examples, tokenize_examples
 from hone.errors import HoneError
 from hone.model.adapters import apply_method, count_parameters
-from hone.model.load import load_model, load_tokenizer, pick_device, pick_dtype
+from hone.model.load import check_weights, load_model, load_tokenizer, pick_device, pick_dtype, resolve_model_path
 from hone.train.loop import Setup, fit
 
 CONFIG_FILE = "config.yaml"
@@ -63,6 +63,8 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
     run_dir = Path(config.train.output_dir)
     if run_dir.exists() and (run_dir / "checkpoints").exists() and not resume:
         raise HoneError(f"{run_dir} already holds a run", "add --resume to continue it, or set train.output_dir to a new folder")
+    check_weights(resolve_model_path(config.model.path), config.model)  # fail before any data work
+    pick_device(config.model)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
     tokenizer = load_tokenizer(config.model)
