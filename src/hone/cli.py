@@ -102,6 +102,54 @@ def cmd_split(args) -> int:
     return split_command(args.input, args.eval_fraction, args.seed, args.out_dir)
 
 
+def _add_eval_options(p) -> None:
+    """Flags shared by `hone eval` and `hone compare` (each overrides the EvalArgs field of the same name)."""
+    p.add_argument("--data", help="evaluation file (chat or prompt/completion); default: the run's eval data")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="longest answer in tokens (default 64)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--schema", help="JSON-schema file answers must satisfy")
+    p.add_argument("--regex", help="regular expression answers must fully match")
+    p.add_argument("--metric", action="append", metavar="MODULE:FUNCTION", help="custom metric (repeatable)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-p", dest="top_p", type=float, help="nucleus sampling mass when temperature > 0")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts generated together (default 16)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: fastest on this device)")
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate one model (base, run folder with an adapter, or merged model) on your data")
+    p.add_argument("model", help="model folder, hub id, `embedded`, or a hone run folder")
+    _add_eval_options(p)
+    p.add_argument("--json", help="write metrics and every answer to this JSON file")
+    p.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from hone.eval.commands import eval_command
+
+    return eval_command(args)
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="tuned vs base on the same examples: report.html + report.json with CIs, forgetting check")
+    p.add_argument("--tuned", required=True, help="hone run folder (or a merged model folder)")
+    p.add_argument("--base", help="base model (default: the run's model.path)")
+    _add_eval_options(p)
+    p.add_argument("--general", help="general text for the forgetting check (default: the embedded corpus's held-out slice)")
+    p.add_argument("--no-general", dest="no_general", action="store_true", help="skip the forgetting check")
+    p.add_argument("--forgetting-threshold", dest="forgetting_threshold", type=float, help="flag a relative perplexity rise above this (default 0.10)")
+    p.add_argument("--judge", help="optional judge model for pairwise LLM-as-judge preference")
+    p.add_argument("--judge-rubric", dest="judge_rubric", help="rubric text or file for the judge")
+    p.add_argument("--out", help="report folder (default: TUNED/eval)")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from hone.eval.commands import compare_command
+
+    return compare_command(args)
+
+
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="merge a run's LoRA adapter into its base model and save a standalone model")
     p.add_argument("run", help="a run folder written by hone train")
@@ -117,7 +165,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-BUILDERS = [add_check, add_convert, add_split, add_train, add_pretrain, add_quickstart, add_export]
+BUILDERS = [add_check, add_convert, add_split, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
