@@ -51,7 +51,6 @@ def cmd_quickstart(args) -> int:
     return quickstart(args.out)
 
 
-<<<<<<< HEAD
 def add_advise(sub) -> None:
     p = sub.add_parser("advise", help="should you fine-tune at all, and how (prompting, few-shot, RAG, fine-tuning)")
     p.add_argument("--answers", metavar="FILE.yaml", help="answers as YAML (keys: the flag names with underscores)")
@@ -86,8 +85,6 @@ def cmd_plan(args) -> int:
     return plan_command(args.config, args.overrides, args.json, args.price, args.hosted_price)
 
 
-BUILDERS = [add_train, add_pretrain, add_quickstart, add_advise, add_plan]
-=======
 def add_check(sub) -> None:
     p = sub.add_parser("check", help="find every defect in a data file before training (the data doctor)")
     p.add_argument("data", help="training data: .jsonl/.json/.csv/.parquet/.txt, optionally .gz")
@@ -202,8 +199,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-BUILDERS = [add_check, add_convert, add_split, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
->>>>>>> main
+BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
