@@ -19,7 +19,7 @@ from hone.plan.hardware import GPUS, HOSTED, MFU, PRICES_AS_OF, Gpu
 from hone.plan.license import LicenseInfo, read_license
 from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, step_flops, trainable_params
 
-CPU_EFFICIENCY = 0.25
+CPU_EFFICIENCY = 0.18
 """Whole training steps on this CPU reach this share of the measured matmul rate (norms,
 softmax, optimizer and Python overhead run at memory speed); calibrated with bench/plan_accuracy.py."""
 
