@@ -197,9 +197,8 @@ def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> 
     trainable = trainable_params(arch, settings)
     param_bytes = settings.weight_bytes if method == "full" else settings.adapter_bytes
     adapter = 0 if method == "full" else trainable * param_bytes
-    grads = (arch.largest_param if settings.optimizer_in_backward else trainable) * param_bytes
-    if method == "full" and settings.optimizer_in_backward:
-        grads = min(arch.largest_param, trainable) * param_bytes
+    # stepping inside backward frees each gradient at once: only the largest is ever alive
+    grads = (min(arch.largest_param, trainable) if settings.optimizer_in_backward else trainable) * param_bytes
     state = trainable * optimizer_bytes_per_param(settings, param_bytes)
     acts = activation_bytes(arch, settings, batch, settings.gradient_checkpointing)
     acts_plain = activation_bytes(arch, settings, batch, False)
