@@ -42,7 +42,8 @@ class ProgressBar:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+            # disable=None: a bar on a terminal, none in logs and pipes.
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None)
 
     def update(self, record: dict) -> None:
         if self.bar is None:
