@@ -96,6 +96,27 @@ def split_examples(examples: list[Example], fraction: float, seed: int, cap: int
     return train, [e for i, e in enumerate(examples) if i in held]
 
 
+def apply_length_policy(item: Tokenized, max_length: int, policy: str, report: LengthReport) -> Tokenized | None:
+    """Fit `item` to `max_length` per `policy` and count what that cost in `report`.
+
+    Returns None when the example is dropped (too long under `drop`, or nothing left to train on)."""
+    if not item.trained_tokens:
+        report.no_trained_tokens += 1
+        report.dropped += 1
+        return None
+    fitted = fit_length(item, max_length, policy)
+    if len(item.input_ids) > max_length:
+        report.over_length += 1
+        report.lost_trained_tokens += item.trained_tokens - (fitted.trained_tokens if fitted else 0)
+        if fitted is None:
+            report.dropped += 1
+        else:
+            report.truncated += 1
+    if fitted is not None:
+        report.trained_tokens += fitted.trained_tokens
+    return fitted
+
+
 def tokenize_examples(tokenizer, examples: list[Example], max_length: int, policy: str) -> tuple[list[Tokenized], LengthReport]:
     report = LengthReport(policy=policy, max_length=max_length, examples=len(examples))
     items = []
@@ -104,19 +125,7 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int, polic
             item = render_example(tokenizer, example)
         except RenderError as exc:
             raise HoneError(f"{example.source}:{example.line}: {exc}") from None
-        if not item.trained_tokens:
-            report.no_trained_tokens += 1
-            report.dropped += 1
-            continue
-        fitted = fit_length(item, max_length, policy)
-        if len(item.input_ids) > max_length:
-            report.over_length += 1
-            report.lost_trained_tokens += item.trained_tokens - (fitted.trained_tokens if fitted else 0)
-            if fitted is None:
-                report.dropped += 1
-            else:
-                report.truncated += 1
+        fitted = apply_length_policy(item, max_length, policy, report)
         if fitted is not None:
-            report.trained_tokens += fitted.trained_tokens
             items.append(fitted)
     return items, report

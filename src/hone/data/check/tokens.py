@@ -1,6 +1,6 @@
 """Checks that need the tokenizer: length, masking and end-of-turn tokens.
 
-Examples are rendered with `hone.data.render` and cut with `fit_length`, exactly as
+Examples are rendered with `hone.data.render` and cut with `apply_length_policy`, exactly as
 training does, so the losses reported here are the losses training will have.
 """
 
@@ -10,8 +10,8 @@ import numpy as np
 
 from hone.data.check.read import FileData
 from hone.data.check.report import Finding
-from hone.data.dataset import LengthReport
-from hone.data.render import IGNORE, RenderError, Tokenized, fit_length, render_example
+from hone.data.dataset import LengthReport, apply_length_policy
+from hone.data.render import IGNORE, RenderError, Tokenized, render_example
 from hone.data.check.views import SFT_KINDS
 
 END_MARKERS = ("end", "eot", "eos", "</s>")  # special tokens that close a turn: <|im_end|>, <|eot_id|>, <end_of_turn>, ...
@@ -59,24 +59,14 @@ def token_checks(tokenizer, data: FileData, max_length: int, policy: str) -> tup
 
 
 def _apply_policy(item: Tokenized, max_length: int, policy: str, report: LengthReport, line: int, over: list, empty: list) -> None:
-    """Count `item` exactly as `dataset.tokenize_examples` does."""
+    """Count `item` exactly as training does, and note the lines that the policy hits."""
+    fitted = apply_length_policy(item, max_length, policy, report)
     if not item.trained_tokens:
-        report.no_trained_tokens += 1
-        report.dropped += 1
         empty.append(line)
         return
-    fitted = fit_length(item, max_length, policy)
     if len(item.input_ids) > max_length:
-        report.over_length += 1
         over.append(line)
-        report.lost_trained_tokens += item.trained_tokens - (fitted.trained_tokens if fitted else 0)
-        if fitted is None:
-            report.dropped += 1
-        else:
-            report.truncated += 1
-    if fitted is not None:
-        report.trained_tokens += fitted.trained_tokens
-    elif policy == "truncate":  # the prompt alone fills max_length: nothing is left to learn
+    if fitted is None and policy == "truncate":  # the prompt alone fills max_length: nothing is left to learn
         empty.append(line)
 
 
