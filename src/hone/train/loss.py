@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from hone.data.render import IGNORE
+from hone.train.attention import packing_kwargs
 
 CHUNK_ROWS = 2048
 
@@ -26,9 +27,14 @@ def split_model(model):
 
 
 def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over labelled positions, and their count."""
+    """Sum of next-token cross-entropy over labelled positions, and their count.
+
+    `batch` is padded (`attention_mask`) or packed (`position_ids` + `seq_lengths`, see
+    `hone.data.collate.pack_batch`; the model must then use a packing-aware attention)."""
     decoder, head, softcap = split_model(model)
     kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    if "seq_lengths" in batch:
+        kwargs.update(packing_kwargs(batch["seq_lengths"]))
     hidden = decoder(**kwargs, use_cache=False).last_hidden_state  # B, T, C
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
