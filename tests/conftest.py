@@ -7,6 +7,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(2)
 
+from hone.quiet import quiet_libraries  # noqa: E402
+
+quiet_libraries()
+
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:

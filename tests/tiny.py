@@ -71,7 +71,7 @@ def make_model(folder: Path, family: str = "llama", vocab_size: int = 300, seed:
 
 
 def make_chat_data(path: Path, n: int = 64, seed: int = 0) -> Path:
-    """A learnable toy task: the answer repeats the user's first word."""
+    """A learnable toy task: a fixed answer frame around the user's first word."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -79,7 +79,7 @@ def make_chat_data(path: Path, n: int = 64, seed: int = 0) -> Path:
         rows.append({"messages": [
             {"role": "system", "content": "repeat the first word"},
             {"role": "user", "content": " ".join(words) + f" {i}"},
-            {"role": "assistant", "content": words[0]},
+            {"role": "assistant", "content": f"yes the {words[0]} sat on the mat"},
         ]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -26,7 +26,7 @@ def cmd_train(args) -> int:
 
 def add_pretrain(sub) -> None:
     p = sub.add_parser("pretrain", help="pre-train or continue pre-training on plain text (rebuilds the embedded model)")
-    p.add_argument("config", help="YAML config, e.g. examples/pretrain_embedded.yaml")
+    p.add_argument("config", nargs="?", help="YAML config, e.g. examples/pretrain_embedded.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of train.output_dir")
     p.set_defaults(handler=cmd_pretrain)

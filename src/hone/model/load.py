@@ -20,10 +20,10 @@ EMBEDDED_MODEL = ASSETS / "base_model"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def resolve_model_path(path: str) -> str:
-    """Map `embedded` to the bundled model; check that a local folder holds loadable weights.
-
-    Returns a local folder path, or `path` unchanged when it is a hub id (`org/name`).
+def resolve_model_path(path: str, need_config: bool = True) -> str:
+    """Map `embedded` to the bundled model and check that a local folder exists (with a
+    config.json when `need_config`). Returns a local folder, or `path` unchanged when it is
+    a hub id (`org/name`): only then may the loading code touch the network.
     """
     if path == EMBEDDED:
         return str(EMBEDDED_MODEL)
@@ -31,7 +31,7 @@ def resolve_model_path(path: str) -> str:
     if local.exists():
         if not local.is_dir():
             raise HoneError(f"model path {local} is a file, not a model folder", "point model.path at the folder holding config.json")
-        if not (local / "config.json").is_file():
+        if need_config and not (local / "config.json").is_file():
             raise HoneError(f"model folder {local} has no config.json", "point model.path at a Hugging Face model folder")
         return str(local)
     if _looks_like_hub_id(path):
@@ -98,7 +98,7 @@ def cpu_bf16_is_faster() -> bool:
 def load_tokenizer(args: ModelArgs):
     from transformers import AutoTokenizer
 
-    source = resolve_model_path(args.tokenizer or args.path)
+    source = resolve_model_path(args.tokenizer or args.path, need_config=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as exc:

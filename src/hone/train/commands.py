@@ -21,8 +21,9 @@ def train_command(config_path: str | None, overrides: list[str], resume) -> int:
     return 0
 
 
-def resolve_config(config_path: str | None, overrides: list[str], resume):
-    """`hone train CONFIG [k=v ...]`, or `hone train --resume RUN_DIR [k=v ...]` using the run's saved config."""
+def resolve_config(config_path: str | None, overrides: list[str], resume, base: dict | None = None):
+    """`hone train CONFIG [k=v ...]`, `hone train k=v ...`, or `hone train --resume RUN_DIR [k=v ...]`
+    using the run's saved config. `base` holds a command's own defaults (below the YAML)."""
     if isinstance(resume, str):
         saved = Path(resume) / CONFIG_FILE
         if not saved.is_file():
@@ -33,5 +34,5 @@ def resolve_config(config_path: str | None, overrides: list[str], resume):
     if config_path is None:
         raise HoneError("no config given", "run `hone train CONFIG.yaml`, or `hone train --resume RUN_DIR`")
     if "=" in config_path and not Path(config_path).exists():
-        return load_config(None, [config_path, *overrides])
-    return load_config(config_path, overrides)
+        return load_config(None, [config_path, *overrides], base=base)
+    return load_config(config_path, overrides, base=base)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from hone.config import RunConfig, save_config
 from hone.data.dataset import read_examples, require_clean, split_examples, tokenize_examples
 from hone.errors import HoneError
 from hone.model.adapters import apply_method, count_parameters
-from hone.model.load import load_model, load_tokenizer, pick_device, pick_dtype
+from hone.model.load import check_weights, load_model, load_tokenizer, pick_device, pick_dtype, resolve_model_path
 from hone.train.loop import Setup, fit
 
 CONFIG_FILE = "config.yaml"
@@ -64,6 +63,8 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
     run_dir = Path(config.train.output_dir)
     if run_dir.exists() and (run_dir / "checkpoints").exists() and not resume:
         raise HoneError(f"{run_dir} already holds a run", "add --resume to continue it, or set train.output_dir to a new folder")
+    check_weights(resolve_model_path(config.model.path), config.model)  # fail before any data work
+    pick_device(config.model)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
     tokenizer = load_tokenizer(config.model)
@@ -114,8 +115,3 @@ def last_eval_loss(run_dir: Path) -> float | None:
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
-
-def copy_tokenizer_files(source: Path, dest: Path) -> None:
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if (source / name).is_file():
-            shutil.copy2(source / name, dest / name)
