@@ -193,12 +193,12 @@ def run_trl(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
     peft = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, target_modules=lora_targets(), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer, peft_config=peft)
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
     sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     save_lora(trainer.model, work / f"lora-trl-{variant}.safetensors")
-    return {"seconds": seconds, "steps": trainer.state.global_step}
+    return {"seconds": seconds, "cpu_seconds": cpu, "steps": trainer.state.global_step}
 
 
 def run_hone(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
@@ -221,12 +221,12 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device) -> dict
                      seed=spec.seed, progress=False)
     setup = Setup(model, 0, device, compute, work / "hone")
     sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     state = fit(setup, train, [], args)
     sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     save_lora(model, work / f"lora-hone-{variant}.safetensors")
-    return {"seconds": seconds, "steps": state.step, "compute": str(compute).removeprefix("torch.")}
+    return {"seconds": seconds, "cpu_seconds": cpu, "steps": state.step, "compute": str(compute).removeprefix("torch.")}
 
 
 def attention_backend(device: torch.device) -> str:
@@ -283,6 +283,7 @@ def worker_main(argv: list[str]) -> None:
     work = Path(work)
     spec = Spec(**json.loads((work / "spec.json").read_text()))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(int(os.environ.get("HONE_BENCH_THREADS", torch.get_num_threads())))
     torch.manual_seed(spec.seed)
     result = WORKERS[system](work, spec, variant, device)
     result.update(peak_memory_mb(device))
@@ -292,8 +293,9 @@ def worker_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def spawn(system: str, variant: str, work: Path, timeout: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+def spawn(system: str, variant: str, work: Path, timeout: int, threads: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+               HONE_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, str(HERE), "--worker", system, variant, str(work)], capture_output=True, text=True,
                           env=env, timeout=timeout)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -316,6 +318,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: checks the bench works, not speed")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--trl", nargs="*", help="TRL variants to run (default: all for this device)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per system (default: all)")
     parser.add_argument("--workdir", help="keep data, model and adapters here (default: a temporary folder)")
     args = parser.parse_args()
     spec = Spec(**QUICK) if args.quick else Spec()
@@ -323,14 +326,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hone-bench-") as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        results = run_all(work, spec, device, args.trl if args.trl is not None else trl_variants(device, args.quick))
+        torch.set_num_threads(args.threads)
+        variants = args.trl if args.trl is not None else trl_variants(device, args.quick)
+        results = run_all(work, spec, device, variants, args.threads)
     print_table(results, device)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0 if all("error" not in r for r in results["rows"]) else 1
 
 
-def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str]) -> dict:
+def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], threads: int) -> dict:
     torch.manual_seed(spec.seed)
     (work / "spec.json").write_text(json.dumps(asdict(spec)))
     train = make_examples(spec.train_examples, spec, seed=spec.seed)
@@ -347,7 +352,7 @@ def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str]) -
           f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s on {device}", flush=True)
     rows = []
     for system, variant in [("trl", v) for v in variants] + [("hone", "default")]:
-        row = {"system": system, "variant": variant, **spawn(system, variant, work, timeout=900)}
+        row = {"system": system, "variant": variant, **spawn(system, variant, work, timeout=900, threads=threads)}
         if "error" not in row:
             row["eval_loss"] = eval_loss(work, spec, work / f"lora-{system}-{variant}.safetensors")
             row["tokens_per_s"] = trained / row["seconds"]
@@ -358,7 +363,7 @@ def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str]) -
     for row in rows:
         if "mfu" in row:
             row["mfu"] = flops / row["seconds"] / peak
-    return {"device": str(device), "peak_flops": peak, "trained_tokens": trained, "rows": rows, "spec": asdict(spec)}
+    return {"device": str(device), "threads": threads, "peak_flops": peak, "trained_tokens": trained, "rows": rows, "spec": asdict(spec)}
 
 
 def n_params(folder: Path) -> int:
@@ -372,14 +377,14 @@ def format_row(row: dict) -> str:
     if "error" in row:
         return f"{name:<24} failed: {row['error'][:300]}"
     return (f"{name:<24} {row['tokens_per_s']:>10.0f} {row['peak_rss_mb']:>10.0f} {row['eval_loss']:>9.4f} "
-            f"{100 * row['mfu']:>6.1f}% {row['seconds']:>8.1f}")
+            f"{100 * row['mfu']:>6.1f}% {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f}")
 
 
 def print_table(results: dict, device) -> None:
     rows = [r for r in results["rows"] if "error" not in r]
     print(f"\nSFT throughput on {results['device']} ({results['trained_tokens']} trained tokens each; "
           f"MFU against a measured bf16 matmul peak of {results['peak_flops'] / 1e9:.0f} GFLOP/s)")
-    print(f"{'system':<24} {'tok/s':>10} {'peak MB':>10} {'eval loss':>9} {'MFU':>7} {'seconds':>8}")
+    print(f"{'system':<24} {'tok/s':>10} {'peak MB':>10} {'eval loss':>9} {'MFU':>7} {'seconds':>8} {'CPU s':>8}")
     for row in results["rows"]:
         print(format_row(row))
     trl = [r for r in rows if r["system"] == "trl"]

@@ -143,7 +143,7 @@ def prepared(setup: Setup, args: TrainArgs):
             layer.compile(dynamic=True)
     attention = attention_for_packing(setup.model, setup.device) if args.packing else contextlib.nullcontext()
     try:
-        with attention:
+        with attention, lora_in_compute_dtype(setup):
             yield
     except (RuntimeError, MemoryError) as exc:
         if not is_memory_error(exc):
@@ -152,6 +152,17 @@ def prepared(setup: Setup, args: TrainArgs):
     finally:
         if args.gradient_checkpointing:
             base.gradient_checkpointing_disable()
+
+
+def lora_in_compute_dtype(setup: Setup):
+    """PEFT casts each LoRA input up to the fp32 adapter dtype, and autocast casts it straight
+    back down for the matmul: two copies of every activation per adapted layer for nothing.
+    Measured ~15% of a bf16 CPU step; under autocast the input cast is skipped."""
+    if setup.compute_dtype == torch.float32 or not hasattr(setup.model, "peft_config"):
+        return contextlib.nullcontext()
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(setup.model)
 
 
 def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs, state: TrainState, guard: DivergenceGuard) -> dict:
