@@ -46,7 +46,8 @@ class Spec:
     heads: int = 8
     kv_heads: int = 4
     intermediate: int = 1536
-    train_examples: int = 480
+    train_examples: int = 320
+    probe_examples: int = 64  # TRL's configurations are ranked on this many, then the best runs in full
     eval_examples: int = 64
     median_length: int = 110
     max_length: int = 800
@@ -62,7 +63,7 @@ class Spec:
         return self.examples_per_step * 128  # ~ mean example length times examples per step
 
 
-QUICK = dict(train_examples=48, eval_examples=16)
+QUICK = dict(train_examples=48, probe_examples=16, eval_examples=16)
 
 
 # ---------------------------------------------------------------- data and model
@@ -168,7 +169,7 @@ def peak_memory_mb(device: torch.device) -> dict:
 # ---------------------------------------------------------------- workers (one subprocess each)
 
 
-def run_trl(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
+def run_trl(work: Path, spec: Spec, variant: str, device: torch.device, data: str) -> dict:
     """TRL's SFTTrainer; `variant` is `<batching>-<dtype>`, batching in padding/padding_free/packing."""
     from datasets import Dataset
     from peft import LoraConfig
@@ -176,7 +177,7 @@ def run_trl(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     batching, dtype = variant.split("-")
-    train = json.loads((work / "train.json").read_text())
+    train = json.loads((work / f"{data}.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation=attention_backend(device))
     tokenizer = AutoTokenizer.from_pretrained(work / "model")
     packing = batching == "packing"
@@ -201,7 +202,7 @@ def run_trl(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
     return {"seconds": seconds, "cpu_seconds": cpu, "steps": trainer.state.global_step}
 
 
-def run_hone(work: Path, spec: Spec, variant: str, device: torch.device) -> dict:
+def run_hone(work: Path, spec: Spec, variant: str, device: torch.device, data: str) -> dict:
     """hone's `fit` with its defaults for this hardware."""
     sys.path.insert(0, str(ROOT / "src"))
     from hone.config import AdapterArgs, ModelArgs, TrainArgs
@@ -210,7 +211,7 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device) -> dict
     from hone.model.load import load_model, pick_dtype
     from hone.train.loop import Setup, fit
 
-    train = [Tokenized(ex["input_ids"], ex["labels"]) for ex in json.loads((work / "train.json").read_text())]
+    train = [Tokenized(ex["input_ids"], ex["labels"]) for ex in json.loads((work / f"{data}.json").read_text())]
     model_args = ModelArgs(path=str(work / "model"), device=device.type)
     compute = pick_dtype(model_args, device)
     model = load_model(model_args, weights_dtype=compute)
@@ -278,14 +279,14 @@ WORKERS = {"trl": run_trl, "hone": run_hone}
 
 
 def worker_main(argv: list[str]) -> None:
-    """`--worker SYSTEM VARIANT WORKDIR`: train once, print one JSON line."""
-    system, variant, work = argv
+    """`--worker SYSTEM VARIANT WORKDIR DATA`: train once, print one JSON line."""
+    system, variant, work, data = argv
     work = Path(work)
     spec = Spec(**json.loads((work / "spec.json").read_text()))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(int(os.environ.get("HONE_BENCH_THREADS", torch.get_num_threads())))
     torch.manual_seed(spec.seed)
-    result = WORKERS[system](work, spec, variant, device)
+    result = WORKERS[system](work, spec, variant, device, data)
     result.update(peak_memory_mb(device))
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -293,10 +294,10 @@ def worker_main(argv: list[str]) -> None:
 # ---------------------------------------------------------------- driver
 
 
-def spawn(system: str, variant: str, work: Path, timeout: int, threads: int) -> dict:
+def spawn(system: str, variant: str, work: Path, data: str, threads: int, timeout: int = 1200) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), TOKENIZERS_PARALLELISM="false", HF_DATASETS_DISABLE_PROGRESS_BARS="1",
                HONE_BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, str(HERE), "--worker", system, variant, str(work)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(HERE), "--worker", system, variant, str(work), data], capture_output=True, text=True,
                           env=env, timeout=timeout)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -332,38 +333,50 @@ def main() -> int:
     print_table(results, device)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0 if all("error" not in r for r in results["rows"]) else 1
+    return 0 if all("error" not in r for r in results["rows"] + results["probes"]) else 1
 
 
 def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], threads: int) -> dict:
-    torch.manual_seed(spec.seed)
-    (work / "spec.json").write_text(json.dumps(asdict(spec)))
+    """Rank TRL's configurations on a probe subset, then run the best one and hone in full."""
     train = make_examples(spec.train_examples, spec, seed=spec.seed)
     evals = make_examples(spec.eval_examples, spec, seed=spec.seed + 1)
-    (work / "train.json").write_text(json.dumps(train))
-    (work / "eval.json").write_text(json.dumps(evals))
+    probe = train[: spec.probe_examples]
+    for name, data in (("train", train), ("eval", evals), ("probe", probe)):
+        (work / f"{name}.json").write_text(json.dumps(data))
+    (work / "spec.json").write_text(json.dumps(asdict(spec)))
     make_model(work / "model", spec)
     lengths = sorted(len(ex["input_ids"]) for ex in train)
-    trained = sum(sum(1 for x in ex["labels"][1:] if x != IGNORE) for ex in train)
-    flops = model_flops(train, spec)
     peak = matmul_peak(device, torch.bfloat16)
     print(f"data: {len(train)} train examples, length median {lengths[len(lengths) // 2]} max {lengths[-1]}, "
-          f"{trained} trained tokens; model {n_params(work / 'model') / 1e6:.1f}M params; "
-          f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s on {device}", flush=True)
-    rows = []
-    for system, variant in [("trl", v) for v in variants] + [("hone", "default")]:
-        row = {"system": system, "variant": variant, **spawn(system, variant, work, timeout=900, threads=threads)}
-        if "error" not in row:
-            row["eval_loss"] = eval_loss(work, spec, work / f"lora-{system}-{variant}.safetensors")
-            row["tokens_per_s"] = trained / row["seconds"]
-            row["mfu"] = flops / row["seconds"] / peak
-        print(format_row(row), flush=True)
-        rows.append(row)
-    peak = max(peak, matmul_peak(device, torch.bfloat16))  # the best of two probes, as contention varies
-    for row in rows:
-        if "mfu" in row:
-            row["mfu"] = flops / row["seconds"] / peak
-    return {"device": str(device), "threads": threads, "peak_flops": peak, "trained_tokens": trained, "rows": rows, "spec": asdict(spec)}
+          f"{trained_tokens(train)} trained tokens; model {n_params(work / 'model') / 1e6:.1f}M params; "
+          f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s on {device}, {threads} threads", flush=True)
+    print(f"ranking TRL configurations on {len(probe)} examples ({trained_tokens(probe)} trained tokens):", flush=True)
+    probes = [measure("trl", v, work, "probe", probe, spec, peak, threads) for v in variants]
+    ranked = [r for r in probes if "error" not in r]
+    best = max(ranked, key=lambda r: r["tokens_per_s"])["variant"] if ranked else variants[0]
+    print(f"full runs ({trained_tokens(train)} trained tokens each):", flush=True)
+    rows = [measure("trl", best, work, "train", train, spec, peak, threads), measure("hone", "default", work, "train", train, spec, peak, threads)]
+    peak = max(peak, matmul_peak(device, torch.bfloat16))  # the better of two probes: contention varies
+    for row in probes + rows:
+        if "seconds" in row:
+            row["mfu"] = row["flops"] / row["seconds"] / peak
+    return {"device": str(device), "threads": threads, "peak_flops": peak, "trained_tokens": trained_tokens(train),
+            "probe_tokens": trained_tokens(probe), "probes": probes, "rows": rows, "best_trl": best, "spec": asdict(spec)}
+
+
+def measure(system: str, variant: str, work: Path, data: str, examples: list[dict], spec: Spec, peak: float, threads: int) -> dict:
+    row = {"system": system, "variant": variant, **spawn(system, variant, work, data, threads)}
+    if "error" not in row:
+        row["eval_loss"] = eval_loss(work, spec, work / f"lora-{system}-{variant}.safetensors") if data == "train" else None
+        row["tokens_per_s"] = trained_tokens(examples) / row["seconds"]
+        row["flops"] = model_flops(examples, spec)
+        row["mfu"] = row["flops"] / row["seconds"] / peak
+    print(format_row(row), flush=True)
+    return row
+
+
+def trained_tokens(examples: list[dict]) -> int:
+    return sum(sum(1 for x in ex["labels"][1:] if x != IGNORE) for ex in examples)
 
 
 def n_params(folder: Path) -> int:
@@ -376,27 +389,31 @@ def format_row(row: dict) -> str:
     name = f"{row['system']} {row['variant']}"
     if "error" in row:
         return f"{name:<24} failed: {row['error'][:300]}"
-    return (f"{name:<24} {row['tokens_per_s']:>10.0f} {row['peak_rss_mb']:>10.0f} {row['eval_loss']:>9.4f} "
+    loss = f"{row['eval_loss']:>9.4f}" if row.get("eval_loss") is not None else f"{'-':>9}"
+    return (f"{name:<24} {row['tokens_per_s']:>10.0f} {row['peak_rss_mb']:>10.0f} {loss} "
             f"{100 * row['mfu']:>6.1f}% {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f}")
 
 
+HEADER = f"{'system':<24} {'tok/s':>10} {'peak MB':>10} {'eval loss':>9} {'MFU':>7} {'seconds':>8} {'CPU s':>8}"
+
+
 def print_table(results: dict, device) -> None:
-    rows = [r for r in results["rows"] if "error" not in r]
-    print(f"\nSFT throughput on {results['device']} ({results['trained_tokens']} trained tokens each; "
-          f"MFU against a measured bf16 matmul peak of {results['peak_flops'] / 1e9:.0f} GFLOP/s)")
-    print(f"{'system':<24} {'tok/s':>10} {'peak MB':>10} {'eval loss':>9} {'MFU':>7} {'seconds':>8} {'CPU s':>8}")
+    print(f"\nSFT throughput on {results['device']} ({results['threads']} threads; MFU against a measured bf16 "
+          f"matmul peak of {results['peak_flops'] / 1e9:.0f} GFLOP/s; tok/s = trained (labelled) tokens per second)")
+    print(f"\nTRL configurations, ranked on {results['probe_tokens']} trained tokens:")
+    print(HEADER)
+    for row in results["probes"]:
+        print(format_row(row))
+    print(f"\nBest TRL configuration ({results['best_trl']}) versus hone, {results['trained_tokens']} trained tokens each:")
+    print(HEADER)
     for row in results["rows"]:
         print(format_row(row))
-    trl = [r for r in rows if r["system"] == "trl"]
-    hone = [r for r in rows if r["system"] == "hone"]
-    if not trl or not hone:
+    trl, ours = results["rows"]
+    if "error" in trl or "error" in ours:
         return
-    best = max(trl, key=lambda r: r["tokens_per_s"])
-    ours = hone[0]
-    print(f"\nTRL's best configuration: {best['variant']}")
-    print(f"hone / TRL best: tokens/s {ours['tokens_per_s'] / best['tokens_per_s']:.2f}x (target >= 3), "
-          f"peak memory {ours['peak_rss_mb'] / best['peak_rss_mb']:.2f}x (target <= 0.7), "
-          f"eval loss {ours['eval_loss'] / best['eval_loss']:.3f}x (target <= 1.02)")
+    print(f"\nhone / TRL best: tokens/s {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x (target >= 3), "
+          f"peak memory {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x (target <= 0.7), "
+          f"eval loss {ours['eval_loss'] / trl['eval_loss']:.3f}x (target <= 1.02)")
 
 
 if __name__ == "__main__":

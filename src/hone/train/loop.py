@@ -235,8 +235,11 @@ def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, ma
     return loss, tokens
 
 
+PACK_MULTIPLE = 64  # packed rows are rounded up to this many tokens (see pack_batch)
+
+
 def make_batch(items: list[Tokenized], pad_id: int, layout: str) -> dict[str, torch.Tensor]:
-    return pack_batch(items) if layout == "pack" else pad_batch(items, pad_id)
+    return pack_batch(items, pad_id, PACK_MULTIPLE) if layout == "pack" else pad_batch(items, pad_id)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from hone.data.render import IGNORE
 from hone.train.attention import packing_kwargs
 
-CHUNK_ROWS = 2048
+CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
 
 
 def split_model(model):
@@ -41,8 +41,9 @@ def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
     rows = hidden[:, :-1][keep]  # N, C
     wanted = targets[keep]  # N
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        chunk, goal = rows[start : start + CHUNK_ROWS], wanted[start : start + CHUNK_ROWS]
+    step = max(64, CHUNK_ELEMENTS // head.weight.shape[0])
+    for start in range(0, rows.shape[0], step):
+        chunk, goal = rows[start : start + step], wanted[start : start + step]
         if torch.is_grad_enabled():
             total = total + checkpoint(_chunk_loss, chunk, goal, head, softcap, use_reentrant=False)
         else:
