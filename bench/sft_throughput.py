@@ -186,7 +186,8 @@ def run_trl(work: Path, spec: Spec, variant: str, device: torch.device, data: st
         lr_scheduler_type="cosine", warmup_steps=spec.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0,
         per_device_train_batch_size=1 if packing else spec.examples_per_step,
         packing=packing, packing_strategy="bfd", padding_free=batching == "padding_free",
-        max_length=spec.tokens_per_step if packing else spec.max_length,
+        # packing: rows of about the tokens of 8 examples; padding_free wants the data pre-truncated (it is)
+        max_length=spec.tokens_per_step if packing else None if batching == "padding_free" else spec.max_length,
         train_sampling_strategy="group_by_length" if batching == "padding" else "random",
         bf16=dtype == "bf16", use_cpu=device.type == "cpu", save_strategy="no", report_to="none",
         logging_steps=10_000, seed=spec.seed, dataloader_num_workers=0, disable_tqdm=True,
