@@ -24,7 +24,7 @@ def hone(*args, check=True, **kwargs):
 
 def common(model, data, out, *extra):
     return [f"model.path={model}", f"data.train={data}", f"train.output_dir={out}", "model.dtype=float32",
-            "train.progress=false", "train.learning_rate=1e-2", "train.batch_size=8", *extra]
+            "train.progress=false", "train.learning_rate=1e-2", "train.batch_size=8", "eval.compare=false", *extra]
 
 
 def metrics(run: Path):
@@ -110,3 +110,31 @@ def test_pretrain_from_scratch_on_plain_text(tmp_path, tiny_llama):
     rows = metrics(run)
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0
     assert (run / "model.safetensors").is_file() and (run / "summary.json").is_file()
+
+
+def test_export_merges_the_adapter_exactly(tmp_path, tiny_llama, chat_file):
+    run = tmp_path / "run"
+    hone("train", *common(tiny_llama, chat_file, run, "train.max_steps=6"))
+    hone("export", str(run), "--out", str(tmp_path / "merged"))
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), run)(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama)(ids).logits
+    torch.testing.assert_close(merged, adapted, rtol=1e-4, atol=1e-5)
+    assert (merged - base).abs().max() > 1e-3  # the adapter really changed something
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()
+
+
+def test_every_run_ends_compared_with_its_base(tmp_path, tiny_llama, chat_file):
+    run = tmp_path / "run"
+    result = hone("train", *common(tiny_llama, chat_file, run, "train.max_steps=6"), "eval.compare=true",
+                  "eval.limit=6", "eval.max_new_tokens=8")
+    report = json.loads((run / "report.json").read_text())
+    assert {"eval_loss", "exact_match"} <= set(report["baseline"]) and {"eval_loss", "exact_match"} <= set(report["tuned"])
+    assert report["tuned"]["eval_loss"] < report["baseline"]["eval_loss"]
+    assert (run / "report.html").is_file()
+    assert "report:" in result.stdout

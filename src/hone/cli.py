@@ -15,13 +15,14 @@ def add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.learning_rate=1e-4")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue from the last checkpoint (of RUN_DIR, or of the config's train.output_dir)")
+    p.add_argument("--force", action="store_true", help="train even when the data checks find errors")
     p.set_defaults(handler=cmd_train)
 
 
 def cmd_train(args) -> int:
     from hone.train.commands import train_command
 
-    return train_command(args.config, args.overrides, args.resume)
+    return train_command(args.config, args.overrides, args.resume, args.force)
 
 
 def add_pretrain(sub) -> None:
@@ -50,7 +51,121 @@ def cmd_quickstart(args) -> int:
     return quickstart(args.out)
 
 
-BUILDERS = [add_train, add_pretrain, add_quickstart]
+def add_check(sub) -> None:
+    p = sub.add_parser("check", help="find every defect in a data file before training (the data doctor)")
+    p.add_argument("data", help="training data: .jsonl/.json/.csv/.parquet/.txt, optionally .gz")
+    p.add_argument("--eval", dest="eval_path", metavar="EVAL", help="eval file: also checked for leakage from the training data")
+    p.add_argument("--model", help="model folder or hub id whose tokenizer the token checks use (default: the embedded model)")
+    p.add_argument("--max-length", type=int, metavar="N", help="longest example in tokens (default: data.max_length, 512)")
+    p.add_argument("--overlength", choices=["drop", "truncate"], default="drop", help="the policy whose losses are reported")
+    p.add_argument("--json", dest="json_path", metavar="REPORT", help="also write the machine-readable report here")
+    p.add_argument("--fix", metavar="OUT", help="write the clean rows to OUT and every removed row to OUT's .rejected.jsonl")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print N examples with the trained tokens highlighted")
+    p.add_argument("--near-dup-threshold", type=float, default=0.8, metavar="J",
+                   help="estimated Jaccard similarity at which rows count as near-duplicates (default 0.8)")
+    p.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from hone.data.commands import check_command
+
+    return check_command(args.data, args.eval_path, args.model, args.max_length, args.overlength, args.json_path,
+                         args.fix, args.show, args.near_dup_threshold)
+
+
+def add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert data between chat, prompt-completion, alpaca, sharegpt and preference formats")
+    p.add_argument("input", help="data file in any supported format")
+    p.add_argument("output", help="JSONL file to write")
+    p.add_argument("--to", required=True, choices=["chat", "prompt-completion", "alpaca", "sharegpt", "preference"])
+    p.set_defaults(handler=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    from hone.data.commands import convert_command
+
+    return convert_command(args.input, args.output, args.to)
+
+
+def add_split(sub) -> None:
+    p = sub.add_parser("split", help="seeded train/eval split that keeps near-duplicates on one side")
+    p.add_argument("input", help="data file in any supported format")
+    p.add_argument("--eval-fraction", type=float, default=0.1, metavar="F", help="share of rows held out (default 0.1)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out-dir", help="write train.jsonl and eval.jsonl here (default: INPUT.train.jsonl / INPUT.eval.jsonl beside the input)")
+    p.set_defaults(handler=cmd_split)
+
+
+def cmd_split(args) -> int:
+    from hone.data.commands import split_command
+
+    return split_command(args.input, args.eval_fraction, args.seed, args.out_dir)
+
+
+def _add_eval_options(p) -> None:
+    """Flags shared by `hone eval` and `hone compare` (each overrides the EvalArgs field of the same name)."""
+    p.add_argument("--data", help="evaluation file (chat or prompt/completion); default: the run's eval data")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help="longest answer in tokens (default 64)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--schema", help="JSON-schema file answers must satisfy")
+    p.add_argument("--regex", help="regular expression answers must fully match")
+    p.add_argument("--metric", action="append", metavar="MODULE:FUNCTION", help="custom metric (repeatable)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-p", dest="top_p", type=float, help="nucleus sampling mass when temperature > 0")
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="prompts generated together (default 16)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: fastest on this device)")
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate one model (base, run folder with an adapter, or merged model) on your data")
+    p.add_argument("model", help="model folder, hub id, `embedded`, or a hone run folder")
+    _add_eval_options(p)
+    p.add_argument("--json", help="write metrics and every answer to this JSON file")
+    p.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from hone.eval.commands import eval_command
+
+    return eval_command(args)
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="tuned vs base on the same examples: report.html + report.json with CIs, forgetting check")
+    p.add_argument("--tuned", required=True, help="hone run folder (or a merged model folder)")
+    p.add_argument("--base", help="base model (default: the run's model.path)")
+    _add_eval_options(p)
+    p.add_argument("--general", help="general text for the forgetting check (default: the embedded corpus's held-out slice)")
+    p.add_argument("--no-general", dest="no_general", action="store_true", help="skip the forgetting check")
+    p.add_argument("--forgetting-threshold", dest="forgetting_threshold", type=float, help="flag a relative perplexity rise above this (default 0.10)")
+    p.add_argument("--judge", help="optional judge model for pairwise LLM-as-judge preference")
+    p.add_argument("--judge-rubric", dest="judge_rubric", help="rubric text or file for the judge")
+    p.add_argument("--out", help="report folder (default: TUNED/eval)")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from hone.eval.commands import compare_command
+
+    return compare_command(args)
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="merge a run's LoRA adapter into its base model and save a standalone model")
+    p.add_argument("run", help="a run folder written by hone train")
+    p.add_argument("--out", required=True, help="folder for the merged model (safetensors + config + tokenizer)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype of the merged model")
+    p.set_defaults(handler=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from hone.export.merge import merge_run
+
+    print(f"merged model written to {merge_run(args.run, args.out, args.dtype)}")
+    return 0
+
+
+BUILDERS = [add_check, add_convert, add_split, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

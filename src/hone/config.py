@@ -120,12 +120,51 @@ class ReplayArgs:
 
 
 @dataclass
+class EvalArgs:
+    """How a model is evaluated and compared with its base (`hone eval`, `hone compare`, end of `hone train`)."""
+
+    compare: bool = True
+    """Compare the tuned model with its base at the end of `hone train` (report.html + report.json)."""
+    data: str | None = None
+    """Evaluation file; default: `data.eval`, else the held-out split of `data.train`."""
+    limit: int | None = None
+    """Evaluate at most this many examples (the first ones)."""
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    """0 means greedy decoding (deterministic); above 0 samples with `top_p`."""
+    top_p: float = 1.0
+    batch_size: int = 16
+    """Prompts generated together (left-padded, with a KV cache)."""
+    schema: str | None = None
+    """JSON-schema file that answers must satisfy (`schema_valid`)."""
+    regex: str | None = None
+    """Regular expression every answer should fully match (`regex_match`)."""
+    metrics: list[str] = field(default_factory=list)
+    """Custom metrics as `module:function`; `function(prediction, reference) -> float | dict[str, float]`."""
+    general: str | None = "default"
+    """General text for the forgetting check: a .txt/.txt.gz file (documents separated by
+    `<|endoftext|>` lines), `default` for the embedded corpus's held-out slice, or null to skip."""
+    general_max_tokens: int = 32768
+    """Tokens of `general` scored (the start of the file); bounds the check's time."""
+    forgetting_threshold: float = 0.10
+    """Flag forgetting when general-text perplexity rises by more than this fraction."""
+    judge: str | None = None
+    """Optional judge model (path or hub id) for pairwise LLM-as-judge preference; null to skip."""
+    judge_rubric: str | None = None
+    """Rubric text (or a file holding it) for the judge; a short default is used when null."""
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    """Seeds the bootstrap, the permutation test and sampled decoding."""
+
+
+@dataclass
 class RunConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     adapter: AdapterArgs = field(default_factory=AdapterArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     replay: ReplayArgs = field(default_factory=ReplayArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

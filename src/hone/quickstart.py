@@ -24,7 +24,7 @@ def quickstart(out: str) -> int:
     if (out_dir / "run" / "checkpoints").exists():
         raise HoneError(f"{out_dir} already holds a quickstart run", "pass --out to a new folder, or delete it")
     config = load_config(RECIPE, [f"train.output_dir={out_dir / 'run'}", f"data.train={DEMO / 'train.jsonl'}",
-                                  f"data.eval={DEMO / 'eval.jsonl'}"])
+                                  f"data.eval={DEMO / 'eval.jsonl'}", "eval.compare=false"])
     print("== 1/4 data check: demo support tickets -> JSON")
     check_data(config)
     print("\n== 2/4 plan")

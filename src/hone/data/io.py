@@ -28,8 +28,9 @@ def open_text(path: Path):
     if not path.is_file():
         raise HoneError(f"data file not found: {path}", "check the path")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    # Undecodable bytes become U+FFFD so one bad line is reported instead of ending the read.
+    return path.open("r", encoding="utf-8", errors="replace")
 
 
 def base_suffix(path: Path) -> str:
@@ -52,10 +53,16 @@ def _iter_jsonl(path: Path):
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            if "\ufffd" in raw:
+                yield number, BadLine(number, "invalid UTF-8 bytes", raw)
+                continue
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
                 yield number, BadLine(number, f"invalid JSON ({exc.msg} at column {exc.colno})", raw)
+                continue
+            except RecursionError:
+                yield number, BadLine(number, "invalid JSON (nested too deeply)", raw)
                 continue
             if not isinstance(record, dict):
                 yield number, BadLine(number, f"expected a JSON object, got {type(record).__name__}", raw)

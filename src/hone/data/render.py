@@ -48,8 +48,15 @@ def render_conversation(tokenizer, messages: list[dict]) -> Tokenized:
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
     labels = [IGNORE] * len(input_ids)
+    # Offsets and spans are both in text order: walk them together in one pass.
+    spans_left = iter(spans)
+    span = next(spans_left, None)
     for index, (start, end) in enumerate(encoded["offset_mapping"]):
-        if end > start and any(start < span_end and end > span_start for span_start, span_end in spans):
+        while span is not None and start >= span[1]:
+            span = next(spans_left, None)
+        if span is None:
+            break
+        if end > start and end > span[0]:  # overlaps the span (start < span end by the loop above)
             labels[index] = input_ids[index]
     return Tokenized(input_ids, labels)
 

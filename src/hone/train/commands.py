@@ -10,8 +10,10 @@ from hone.train.loop import Interrupted
 from hone.train.sft import CONFIG_FILE, run_sft
 
 
-def train_command(config_path: str | None, overrides: list[str], resume) -> int:
+def train_command(config_path: str | None, overrides: list[str], resume, force: bool = False) -> int:
     config = resolve_config(config_path, overrides, resume)
+    if config.data.check and not resume:
+        check_training_data(config, force)
     try:
         run_dir = run_sft(config, resume=bool(resume))
     except Interrupted as exc:
@@ -19,6 +21,24 @@ def train_command(config_path: str | None, overrides: list[str], resume) -> int:
         return 130
     print(f"done: {run_dir}")
     return 0
+
+
+def check_training_data(config, force: bool) -> None:
+    """Run the data doctor on data.train/data.eval; refuse error-level findings unless forced."""
+    from hone.data.check import check_files
+    from hone.model.load import check_weights, load_tokenizer, pick_device, resolve_model_path
+
+    if not config.data.train:
+        return  # run_sft names the missing setting
+    check_weights(resolve_model_path(config.model.path), config.model)  # a broken model folder fails before any data work
+    pick_device(config.model)
+    tokenizer = load_tokenizer(config.model)
+    report = check_files(config.data.train, config.data.eval, tokenizer, config.data.max_length, config.data.overlength)
+    print(report.summary_text())
+    if report.errors and not force:
+        first = report.errors[0]
+        raise HoneError(f"{len(report.errors)} error finding(s) in the data, first {first.where()}: {first.message}",
+                        f"`hone check {config.data.train} --fix CLEAN.jsonl` removes bad rows; --force trains anyway")
 
 
 def resolve_config(config_path: str | None, overrides: list[str], resume, base: dict | None = None):

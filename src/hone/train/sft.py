@@ -100,7 +100,21 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
         "length_policy": {name: vars(report) for name, report in reports.items()},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if config.eval.compare:
+        compare_with_base(run_dir, config)
     return run_dir
+
+
+def compare_with_base(run_dir: Path, config: RunConfig) -> None:
+    """Every run ends measured against its base model: report.html + report.json in the run folder."""
+    from hone.eval.compare import compare_models, format_comparison_table
+
+    args = config.eval
+    print("\ncomparing with the base model on the held-out examples")
+    report = compare_models(None, str(run_dir), None, run_dir, general=args.general, schema=args.schema,
+                            max_new_tokens=args.max_new_tokens, limit=args.limit, args=args)
+    print(format_comparison_table(report))
+    print(f"report: {run_dir / 'report.html'}")
 
 
 def save_outputs(run_dir: Path, model, tokenizer, config: RunConfig) -> None:

@@ -1,0 +1,116 @@
+"""Write Examples back out in any supported format. Pure `Example -> (record, warnings)`.
+
+Lossless where the target can carry everything; otherwise the record is written with what
+fits and a warning names what was left out, or (when nothing sensible fits, e.g. a plain
+text row as a preference pair) the row is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hone.data.formats import Example
+from hone.data.normalize import SHAREGPT_ROLES
+
+TARGETS = ("chat", "prompt-completion", "alpaca", "sharegpt", "preference")
+TO_SHAREGPT = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
+Converted = tuple[dict[str, Any] | None, list[str]]
+
+
+def as_chat(example: Example) -> tuple[list[dict] | None, list[str]]:
+    """The example as one conversation, with a warning when that loses something."""
+    if example.kind == "chat":
+        return example.messages, []
+    if example.kind == "completion":
+        return ([{"role": "user", "content": example.prompt}, {"role": "assistant", "content": example.completion}],
+                ["raw prompt/completion text becomes a user/assistant conversation (rendered with the chat template)"])
+    if example.kind == "preference":
+        return example.messages + example.chosen, ["the rejected answer is dropped (only the chosen one is kept)"]
+    return None, ["plain-text rows have no prompt and answer: skipped"]
+
+
+def to_chat(example: Example) -> Converted:
+    messages, warnings = as_chat(example)
+    return ({"messages": messages} if messages else None), warnings
+
+
+def to_prompt_completion(example: Example) -> Converted:
+    if example.kind == "completion":
+        return {"prompt": example.prompt, "completion": example.completion}, []
+    messages, warnings = as_chat(example)
+    if not messages:
+        return None, warnings
+    cut = max(i for i, m in enumerate(messages) if m["role"] != "assistant") + 1
+    return {"prompt": messages[:cut], "completion": messages[cut:]}, warnings
+
+
+def to_alpaca(example: Example) -> Converted:
+    if example.kind == "completion":
+        return {"instruction": example.prompt, "input": "", "output": example.completion}, []
+    messages, warnings = as_chat(example)
+    if not messages:
+        return None, warnings
+    system = messages[0]["content"] if messages[0]["role"] == "system" else None
+    turns = messages[1:] if system is not None else messages
+    roles = [m["role"] for m in turns]
+    if len(turns) % 2 or roles != ["user", "assistant"] * (len(turns) // 2):
+        return None, warnings + ["alpaca holds alternating user/assistant turns only (no tool turns): skipped"]
+    if any(set(m) - {"role", "content"} - ({"weight"} if m.get("weight", 1) == 1 else set()) for m in turns):
+        warnings = warnings + ["tool calls, names and weights do not fit alpaca: dropped"]
+    pairs = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns), 2)]
+    record = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    if system is not None:
+        record["system"] = system
+    if len(pairs) > 1:
+        record["history"] = pairs[:-1]
+    return record, warnings
+
+
+def to_sharegpt(example: Example) -> Converted:
+    messages, warnings = as_chat(example)
+    if not messages:
+        return None, warnings
+    turns = []
+    for message in messages:
+        turn = {"from": TO_SHAREGPT[message["role"]], "value": message.get("content") or ""}
+        if message.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": c["function"].get("arguments", "")} for c in message["tool_calls"]]
+            turn = {"from": "function_call", "value": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)}
+            if message.get("content") or any(set(c) - {"type", "function"} for c in message["tool_calls"]):
+                warnings = warnings + ["text beside a tool call and tool call ids do not fit sharegpt: dropped"]
+        if "weight" in message:
+            turn["weight"] = message["weight"]
+        if "name" in message:
+            warnings = warnings + ["message names do not fit sharegpt: dropped"]
+        turns.append(turn)
+    return {"conversations": turns}, warnings
+
+
+def to_preference(example: Example) -> Converted:
+    if example.kind != "preference":
+        return None, ["only preference pairs have a rejected answer: skipped"]
+    if example.format == "standard_preference":
+        return {"prompt": example.messages[0]["content"], "chosen": example.chosen[0]["content"],
+                "rejected": example.rejected[0]["content"]}, []
+    return {"prompt": example.messages, "chosen": example.chosen, "rejected": example.rejected}, []
+
+
+CONVERTERS = {"chat": to_chat, "prompt-completion": to_prompt_completion, "alpaca": to_alpaca,
+              "sharegpt": to_sharegpt, "preference": to_preference}
+assert set(TO_SHAREGPT.values()) <= set(SHAREGPT_ROLES)
+
+
+def to_record(example: Example, target: str) -> Converted:
+    return CONVERTERS[target](example)
+
+
+def canonical_record(example: Example) -> dict[str, Any]:
+    """The normalised training record `--fix` writes: chat, prompt/completion, preference or text."""
+    if example.kind == "chat":
+        return {"messages": example.messages}
+    if example.kind == "completion":
+        return {"prompt": example.prompt, "completion": example.completion}
+    if example.kind == "preference":
+        return to_preference(example)[0]
+    return {"text": example.text}
