@@ -89,6 +89,37 @@ class TrainArgs:
     keep_checkpoints: int = 2
     seed: int = 42
     progress: bool = True
+    packing: bool = True
+    """Concatenate each micro-batch's examples into one row with no padding; positions
+    restart and attention stays within each example, so the loss is the same as padded
+    batches (tested) but no compute is spent on padding. `false`: padded, length-grouped batches."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
+    compile: bool = False
+    """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
+    spike_factor: float = 3.0
+    """Divergence guard: a step loss above this many times the recent average (or NaN/inf) rolls
+    back to the last good state and lowers the learning rate. 0 turns spike detection off."""
+    lr_backoff: float = 0.5
+    """Learning-rate multiplier applied at each rollback."""
+    max_retries: int = 3
+    """Rollbacks allowed before the run stops with an error saying what to change."""
+    guard_every: int = 10
+    """Steps between in-memory copies of the last good state (the rollback target)."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without an eval-loss improvement, restoring the best
+    weights (its checkpoint is kept and marked `checkpoints/best`). 0 turns it off."""
+    early_stopping_min_delta: float = 0.0
+    """How much lower an eval loss must be to count as an improvement."""
+
+
+@dataclass
+class ReplayArgs:
+    data: str | None = None
+    """General text or chat data mixed into training against catastrophic forgetting
+    (.txt: one document per line or `<|endoftext|>`-separated; or chat/text JSONL)."""
+    fraction: float = 0.1
+    """Share of the trained examples that come from `data`, chosen by seed."""
 
 
 @dataclass
@@ -135,6 +166,7 @@ class RunConfig:
     data: DataArgs = field(default_factory=DataArgs)
     adapter: AdapterArgs = field(default_factory=AdapterArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
+    replay: ReplayArgs = field(default_factory=ReplayArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
 
     def to_dict(self) -> dict[str, Any]:

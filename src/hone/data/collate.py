@@ -1,5 +1,14 @@
-"""Group tokenized examples into batches and pad them. The order is a pure function of
-(seed, epoch), so a resumed run sees exactly the batches an uninterrupted run would."""
+"""Choose each epoch's examples and batches, and lay a batch out as tensors.
+
+Everything here is a pure function of (items, seed, epoch), so a resumed run sees exactly
+the batches an uninterrupted run would. Two layouts:
+
+- packed (the default): a micro-batch's examples are concatenated into one row with no
+  padding; `position_ids` restart at 0 for each example and `seq_lengths` marks where
+  each starts, so attention never crosses from one example into another;
+- padded: one row per example, padded to the longest, with length-grouped batches so the
+  padding stays small.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +19,35 @@ from hone.data.render import IGNORE, Tokenized
 MEGA_BATCHES = 32  # sort by length inside windows of this many batches: little padding, still shuffled
 
 
-def epoch_batches(items: list[Tokenized], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Indices of `items` per batch for one epoch, length-grouped to cut padding."""
+def epoch_order(n_train: int, n_replay: int, fraction: float, seed: int, epoch: int) -> list[int]:
+    """Indices into `train + replay` for one epoch: every training example once, plus enough
+    replay examples (cycled deterministically) that they are `fraction` of the epoch."""
+    order = list(range(n_train))
+    if n_replay and fraction > 0:
+        wanted = round(n_train * fraction / (1 - fraction))
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7 + 1)
+        cycles = -(-wanted // n_replay)
+        picks = torch.cat([torch.randperm(n_replay, generator=generator) for _ in range(cycles)])[:wanted]
+        order += (picks + n_train).tolist()
+    return order
+
+
+def epoch_batches(items: list[Tokenized], batch_size: int, seed: int, epoch: int, order: list[int] | None = None,
+                  group_by_length: bool = True) -> list[list[int]]:
+    """Indices of `items` per batch for one epoch, shuffled by (seed, epoch). With
+    `group_by_length`, examples of similar length share a batch (cuts padding)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(items), generator=generator).tolist()
+    pool = list(range(len(items))) if order is None else order
+    shuffled = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
+    if not group_by_length:
+        return [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
     window = batch_size * MEGA_BATCHES
     batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: len(items[i].input_ids), reverse=True)
+    for start in range(0, len(shuffled), window):
+        chunk = sorted(shuffled[start : start + window], key=lambda i: len(items[i].input_ids), reverse=True)
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffle = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffle]
+    reorder = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in reorder]
 
 
 def pad_batch(items: list[Tokenized], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
@@ -36,3 +63,32 @@ def pad_batch(items: list[Tokenized], pad_id: int, padding_side: str = "right") 
         labels[row, cols] = torch.tensor(item.labels)
         mask[row, cols] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def pack_batch(items: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Concatenate `items` into one row (1, T) with no padding between examples.
+
+    Each example's first label is set to IGNORE: nothing before it in its own sequence
+    predicts it, and it must not be scored from the previous example's last token.
+    `seq_lengths` (n_examples,) lets attention isolate examples; `position_ids` restart.
+    With `multiple` > 1 a filler segment (no labels) rounds T up: a few distinct shapes
+    instead of one per batch, which on CPU saves the matmul library's per-shape kernels
+    (measured ~60 MB and a slower step for each new shape)."""
+    ids, labels, positions = [], [], []
+    lengths = [len(item.input_ids) for item in items]
+    for item in items:
+        ids += item.input_ids
+        labels += [IGNORE] + list(item.labels[1:])
+        positions += range(len(item.input_ids))
+    filler = -len(ids) % multiple
+    if filler:
+        ids += [pad_id] * filler
+        labels += [IGNORE] * filler
+        positions += range(filler)
+        lengths.append(filler)
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+        "seq_lengths": torch.tensor(lengths),
+    }

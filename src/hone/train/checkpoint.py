@@ -33,6 +33,20 @@ class TrainState:
     train_seconds: float = 0.0
     best_eval_loss: float | None = None
     best_step: int | None = None
+    # divergence guard (see hone.train.guard)
+    loss_ema: float | None = None  # running average of healthy step losses
+    healthy_steps: int = 0
+    lr_scale: float = 1.0  # product of the learning-rate cuts made by rollbacks
+    rollbacks: int = 0
+    retries: int = 0  # rollbacks since the last good state was kept
+    # evaluation tracking: early stopping and the overfitting signal
+    last_eval_loss: float | None = None
+    last_train_loss: float | None = None  # mean train loss between the last two evaluations
+    window_loss: float = 0.0
+    window_steps: int = 0
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    overfitting_step: int | None = None  # first evaluation that showed the overfitting signal
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState, keep: int) -> Path:
@@ -53,22 +67,35 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: TrainState
         shutil.rmtree(final)
     os.replace(tmp, final)
     _write_json(folder / "latest", {"checkpoint": final.name})
-    _prune(folder, keep, protect={final.name, _best_name(state)})
+    if state.best_step == state.step:
+        _write_json(folder / "best", {"checkpoint": final.name, "step": state.step, "eval_loss": state.best_eval_loss})
+    _prune(folder, keep, protect={final.name, _best_name(folder)})
     return final
+
+
+def best_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint marked best by eval loss, if it was saved and is complete."""
+    return _follow(folder / "best")
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint, trusting `latest` only if it points at a complete one."""
-    pointer = folder / "latest"
+    found = _follow(folder / "latest")
+    if found:
+        return found
+    complete = sorted(p for p in folder.glob("step-*") if (p / STATE_FILE).is_file())
+    return complete[-1] if complete else None
+
+
+def _follow(pointer: Path) -> Path | None:
     if pointer.is_file():
         try:
-            candidate = folder / json.loads(pointer.read_text())["checkpoint"]
+            candidate = pointer.parent / json.loads(pointer.read_text())["checkpoint"]
             if (candidate / STATE_FILE).is_file():
                 return candidate
         except (ValueError, KeyError):
             pass
-    complete = sorted(p for p in folder.glob("step-*") if (p / STATE_FILE).is_file())
-    return complete[-1] if complete else None
+    return None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
@@ -82,8 +109,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainState:
     return TrainState(**json.loads((path / STATE_FILE).read_text()))
 
 
-def _best_name(state: TrainState) -> str | None:
-    return f"step-{state.best_step:07d}" if state.best_step is not None else None
+def load_weights(path: Path, model) -> None:
+    """Only the trainable weights of a checkpoint (e.g. the best one, at the end of a run)."""
+    load_trainable_state(model, load_file(path / "trainable.safetensors"))
+
+
+def _best_name(folder: Path) -> str | None:
+    best = best_checkpoint(folder)
+    return best.name if best else None
 
 
 def _prune(folder: Path, keep: int, protect: set) -> None:

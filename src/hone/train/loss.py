@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from hone.data.render import IGNORE
+from hone.train.attention import packing_kwargs
 
-CHUNK_ROWS = 2048
+CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
 
 
 def split_model(model):
@@ -26,17 +27,23 @@ def split_model(model):
 
 
 def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over labelled positions, and their count."""
+    """Sum of next-token cross-entropy over labelled positions, and their count.
+
+    `batch` is padded (`attention_mask`) or packed (`position_ids` + `seq_lengths`, see
+    `hone.data.collate.pack_batch`; the model must then use a packing-aware attention)."""
     decoder, head, softcap = split_model(model)
     kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    if "seq_lengths" in batch:
+        kwargs.update(packing_kwargs(batch["seq_lengths"]))
     hidden = decoder(**kwargs, use_cache=False).last_hidden_state  # B, T, C
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
     rows = hidden[:, :-1][keep]  # N, C
     wanted = targets[keep]  # N
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, rows.shape[0], CHUNK_ROWS):
-        chunk, goal = rows[start : start + CHUNK_ROWS], wanted[start : start + CHUNK_ROWS]
+    step = max(64, CHUNK_ELEMENTS // head.weight.shape[0])
+    for start in range(0, rows.shape[0], step):
+        chunk, goal = rows[start : start + step], wanted[start : start + step]
         if torch.is_grad_enabled():
             total = total + checkpoint(_chunk_loss, chunk, goal, head, softcap, use_reentrant=False)
         else:

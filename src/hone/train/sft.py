@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hone.config import RunConfig, save_config
+from hone.data.replay import load_replay
 from hone.data.dataset import read_examples, require_clean, split_examples, tokenize_examples
 from hone.errors import HoneError
 from hone.model.adapters import apply_method, count_parameters
@@ -77,7 +78,10 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
     trainable, total = count_parameters(model)
     print(f"method {config.adapter.method}: {trainable:,} trainable of {total:,} parameters, compute {str(compute).removeprefix('torch.')}")
     setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir)
-    state = fit(setup, train, evals, config.train, resume=resume)
+    replay = load_replay(config.replay, tokenizer, config.data.max_length)
+    if replay:
+        print(f"replay: {len(replay.items)} examples from {config.replay.data}, {config.replay.fraction:.0%} of each epoch")
+    state = fit(setup, train, evals, config.train, resume=resume, replay=replay)
     save_outputs(run_dir, model, tokenizer, config)
     summary = {
         "method": config.adapter.method,
@@ -87,6 +91,9 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
         "final_eval_loss": last_eval_loss(run_dir),
         "best_eval_loss": state.best_eval_loss,
         "best_step": state.best_step,
+        "stopped_early": state.stopped_early,
+        "overfitting_step": state.overfitting_step,
+        "rollbacks": state.rollbacks,
         "steps": state.step,
         "trainable_parameters": trainable,
         "total_parameters": total,
