@@ -93,8 +93,6 @@ class TrainArgs:
     """Concatenate each micro-batch's examples into one row with no padding; positions
     restart and attention stays within each example, so the loss is the same as padded
     batches (tested) but no compute is spent on padding. `false`: padded, length-grouped batches."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, about a third more compute."""
     compile: bool = False
     """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
     spike_factor: float = 3.0
