@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from hone.config import AdapterArgs, ModelArgs
-from hone.data.collate import pad_batch
 from hone.data.render import render_conversation
 from hone.model.adapters import apply_method
 from hone.model.load import load_model, load_tokenizer

@@ -7,7 +7,7 @@ from hone.config import AdapterArgs, ModelArgs, TrainArgs
 from hone.data.render import render_conversation
 from hone.model.adapters import apply_method
 from hone.model.load import load_model, load_tokenizer
-from hone.train.loop import Setup, build_optimizer, plan_steps, train_step
+from hone.train.loop import Setup, plan_steps, train_step
 from hone.train.schedule import warmup_cosine
 
 

@@ -5,7 +5,7 @@ are compared in bench/plan_accuracy.py (too noisy on a shared machine to assert 
 
 import pytest
 
-from plan_models import accuracy_cases, make_medium_model, predict_case
+from plan_models import accuracy_cases, make_medium_model
 
 
 @pytest.fixture(scope="module")

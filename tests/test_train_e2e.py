@@ -90,7 +90,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resume_picks_up(tmp_path, tiny_llama, c
     stopped_at = metrics(run)[-1]["step"]
     assert (run / "checkpoints" / f"step-{stopped_at:07d}" / "trainer_state.json").is_file()
     resumed = hone("train", "--resume", str(run), "train.epochs=30", "train.max_steps=" + str(stopped_at + 3))
-    assert f"resuming from" in resumed.stdout
+    assert "resuming from" in resumed.stdout
     steps = [r["step"] for r in metrics(run)]
     assert steps == list(range(1, stopped_at + 4))
 

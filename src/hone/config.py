@@ -98,8 +98,6 @@ class TrainArgs:
     example longer than that gets a row of its own). Activation memory grows with the
     row, so this caps peak memory; the loss is unchanged (it is normalised over the whole
     step, and attention never crosses examples). 0: one row per micro-batch."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, about a third more compute."""
     compile: bool = False
     """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
     spike_factor: float = 3.0

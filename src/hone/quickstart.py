@@ -16,6 +16,8 @@ from hone.model.load import ASSETS
 
 DEMO = ASSETS / "demo"
 RECIPE = ASSETS / "quickstart.yaml"
+HEADLINE = ["eval_loss", "json_valid", "schema_valid", "field_exact_match", "field.product", "field.category",
+            "field.urgency", "field.summary", "exact_match", "general_perplexity"]
 
 
 def quickstart(out: str) -> int:
@@ -24,12 +26,13 @@ def quickstart(out: str) -> int:
     if (out_dir / "run" / "checkpoints").exists():
         raise HoneError(f"{out_dir} already holds a quickstart run", "pass --out to a new folder, or delete it")
     config = load_config(RECIPE, [f"train.output_dir={out_dir / 'run'}", f"data.train={DEMO / 'train.jsonl'}",
-                                  f"data.eval={DEMO / 'eval.jsonl'}", "eval.compare=false"])
+                                  f"data.eval={DEMO / 'eval.jsonl'}", "eval.compare=false",
+                                  f"replay.data={ASSETS / 'corpus' / 'train.txt.gz'}", f"eval.schema={DEMO / 'schema.json'}"])
     print("== 1/4 data check: demo support tickets -> JSON")
     check_data(config)
     print("\n== 2/4 plan")
     print_plan(config)
-    print("\n== 3/4 train: LoRA on the embedded base model")
+    print("\n== 3/4 train: LoRA on the embedded base model, with general-text replay against forgetting")
     from hone.train.sft import run_sft
 
     run_dir = run_sft(config)
@@ -63,5 +66,6 @@ def compare(run_dir: Path, out_dir: Path) -> dict:
 
     report = compare_models(base="embedded", tuned=str(run_dir), data=str(DEMO / "eval.jsonl"), out_dir=out_dir,
                             general="default", schema=str(DEMO / "schema.json"), max_new_tokens=64)
-    print(format_comparison_table(report))
+    print(format_comparison_table(report, only=HEADLINE))
+    print(f"(every metric: {out_dir / 'report.json'})")
     return report

@@ -274,10 +274,10 @@ def sorted_metric_names(names) -> list[str]:
     return known + sorted(n for n in names if n not in ORDER)
 
 
-def format_comparison_table(report: dict) -> str:
-    """A short before/after table for the terminal, followed by the verdict."""
+def format_comparison_table(report: dict, only: list[str] | None = None) -> str:
+    """A before/after table for the terminal (all metrics, or those in `only`), then the verdict."""
     rows = [("metric", "base", "tuned", "delta", "95% CI")]
-    for name in sorted_metric_names(report["tuned"]):
+    for name in only if only is not None else sorted_metric_names(report["tuned"]):
         base, tune = report["baseline"].get(name), report["tuned"].get(name)
         if name in ("n_examples", "eval_tokens", "output_chars") or base is None or tune is None:
             continue

@@ -119,7 +119,7 @@ def _few_shot(a: Answers) -> Advice:
     reason = (f"only {a.n_examples} good examples: fewer than 50 is too few to fine-tune (seeds); "
               "a handful of them in the prompt usually teaches the pattern")
     return Advice("few-shot", [reason], ["put 3-8 of your best, most varied examples in the prompt",
-                                         f"keep collecting: at 50-100 clear examples fine-tuning starts to pay, 500-1000 is the optimum",
+                                         "keep collecting: at 50-100 clear examples fine-tuning starts to pay, 500-1000 is the optimum",
                                          "run `hone advise` again when you have them"], "too_few_examples")
 
 

@@ -133,11 +133,10 @@ def fit(setup: Setup, train: list[Tokenized], evals: list[Tokenized], args: Trai
 
 @contextlib.contextmanager
 def prepared(setup: Setup, args: TrainArgs):
-    """Model-side switches for the duration of training: packing-aware attention, gradient
-    checkpointing, compilation; memory errors become a message naming the knobs."""
+    """Model-side switches for the duration of training: packing-aware attention and
+    compilation (gradient checkpointing is set when the model is built, `sft.build_trainable`);
+    memory errors become a message naming the knobs."""
     base = setup.model.get_base_model() if hasattr(setup.model, "get_base_model") else setup.model
-    if args.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.compile:
         for layer in getattr(base.model, "layers", []):
             layer.compile(dynamic=True)
@@ -149,9 +148,6 @@ def prepared(setup: Setup, args: TrainArgs):
         if not is_memory_error(exc):
             raise
         raise memory_error(exc, args, getattr(exc, "hone_tokens", 0), getattr(exc, "hone_step", 0)) from None
-    finally:
-        if args.gradient_checkpointing:
-            base.gradient_checkpointing_disable()
 
 
 def lora_in_compute_dtype(setup: Setup):

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hone.config import RunConfig, save_config
+from hone.config import RunConfig
 from hone.data.dataset import read_examples, require_clean, split_examples
 from hone.data.render import Tokenized
 from hone.errors import HoneError
-from hone.model.adapters import count_parameters
-from hone.model.load import load_tokenizer, pick_device
-from hone.train.loop import Interrupted, Setup, fit
-from hone.train.sft import CONFIG_FILE, build_trainable, last_eval_loss, peak_rss_mb, save_outputs
+from hone.model.load import load_tokenizer
+from hone.train.loop import Interrupted
+from hone.train.sft import start_run, train_and_save
 
 DEFAULTS = {"adapter": {"method": "full"}, "data": {"overlength": "truncate"}}
 
@@ -62,11 +61,7 @@ def run_pretrain(config: RunConfig, resume: bool = False) -> Path:
     data = config.data
     if not data.train:
         raise HoneError("no training text given", "set data.train=PATH (a .txt file or JSONL with a 'text' field)")
-    run_dir = Path(config.train.output_dir)
-    if (run_dir / "checkpoints").exists() and not resume:
-        raise HoneError(f"{run_dir} already holds a run", "add --resume to continue it, or set train.output_dir to a new folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
+    run_dir = start_run(config, resume)
     tokenizer = load_tokenizer(config.model)
     documents = read_documents(data.train)
     if data.eval:
@@ -78,15 +73,6 @@ def run_pretrain(config: RunConfig, resume: bool = False) -> Path:
     if not train:
         raise HoneError(f"{data.train}: not enough text for one block of {data.block_size} tokens", "lower data.block_size")
     print(f"pretrain: {len(documents):,} documents -> {len(train):,} blocks of {data.block_size} tokens; eval {len(evals)} blocks")
-    model, compute = build_trainable(config, config.train.seed)
-    trainable, total = count_parameters(model)
-    print(f"method {config.adapter.method}: {trainable:,} trainable of {total:,} parameters, compute {str(compute).removeprefix('torch.')}")
-    setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir)
-    state = fit(setup, train, evals, config.train, resume=resume)
-    save_outputs(run_dir, model, tokenizer, config)
-    summary = {"method": config.adapter.method, "trained_tokens": state.trained_tokens,
-               "train_seconds": round(state.train_seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
-               "final_eval_loss": last_eval_loss(run_dir), "steps": state.step,
-               "trainable_parameters": trainable, "total_parameters": total}
+    summary = train_and_save(config, tokenizer, train, evals, run_dir, resume)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return run_dir

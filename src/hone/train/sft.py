@@ -61,29 +61,27 @@ def prepare_data(config: RunConfig, tokenizer):
     return train, evals, {"train": train_report, "eval": eval_report}
 
 
-def run_sft(config: RunConfig, resume: bool = False) -> Path:
-    """Train per `config`; returns the run folder."""
+def start_run(config: RunConfig, resume: bool) -> Path:
+    """Refuse to overwrite a run, check the model before any data work, save the resolved config."""
     run_dir = Path(config.train.output_dir)
-    if run_dir.exists() and (run_dir / "checkpoints").exists() and not resume:
+    if (run_dir / "checkpoints").exists() and not resume:
         raise HoneError(f"{run_dir} already holds a run", "add --resume to continue it, or set train.output_dir to a new folder")
-    check_weights(resolve_model_path(config.model.path), config.model)  # fail before any data work
+    check_weights(resolve_model_path(config.model.path), config.model)
     pick_device(config.model)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / CONFIG_FILE)
-    tokenizer = load_tokenizer(config.model)
-    train, evals, reports = prepare_data(config, tokenizer)
-    for name, report in reports.items():
-        print(report.line(name))
+    return run_dir
+
+
+def train_and_save(config: RunConfig, tokenizer, train, evals, run_dir: Path, resume: bool, replay=None) -> dict:
+    """Build the trainable model, fit it, save it; returns the summary fields every run shares."""
     model, compute = build_trainable(config, config.train.seed)
     trainable, total = count_parameters(model)
     print(f"method {config.adapter.method}: {trainable:,} trainable of {total:,} parameters, compute {str(compute).removeprefix('torch.')}")
     setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir)
-    replay = load_replay(config.replay, tokenizer, config.data.max_length)
-    if replay:
-        print(f"replay: {len(replay.items)} examples from {config.replay.data}, {config.replay.fraction:.0%} of each epoch")
     state = fit(setup, train, evals, config.train, resume=resume, replay=replay)
     save_outputs(run_dir, model, tokenizer, config)
-    summary = {
+    return {
         "method": config.adapter.method,
         "trained_tokens": state.trained_tokens,
         "train_seconds": round(state.train_seconds, 3),
@@ -99,8 +97,21 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
         "total_parameters": total,
         "train_examples": len(train),
         "eval_examples": len(evals),
-        "length_policy": {name: vars(report) for name, report in reports.items()},
     }
+
+
+def run_sft(config: RunConfig, resume: bool = False) -> Path:
+    """Train per `config`; returns the run folder."""
+    run_dir = start_run(config, resume)
+    tokenizer = load_tokenizer(config.model)
+    train, evals, reports = prepare_data(config, tokenizer)
+    for name, report in reports.items():
+        print(report.line(name))
+    replay = load_replay(config.replay, tokenizer, config.data.max_length)
+    if replay:
+        print(f"replay: {len(replay.items)} examples from {config.replay.data}, {config.replay.fraction:.0%} of each epoch")
+    summary = train_and_save(config, tokenizer, train, evals, run_dir, resume, replay)
+    summary["length_policy"] = {name: vars(report) for name, report in reports.items()}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if config.eval.compare:
         compare_with_base(run_dir, config)
