@@ -68,9 +68,10 @@ def build_random_trainable(config):
 
 
 def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenized] | None, budget_s: float = BUDGET_S) -> StepTiming:
-    """One warm-up step on `batches[0]`, then timed steps on the next batches until `budget_s`
-    is spent (at least one). A batch larger than the budget allows is cut to fewer examples:
-    per-step fixed costs are then a small share of a step anyway."""
+    """One warm-up step on two examples of `batches[0]`, then timed steps on the next batches
+    until `budget_s` is spent (at least one); the median seconds per processed token. A batch
+    larger than the budget allows is cut to fewer examples: per-step fixed costs are then a
+    small share of a step anyway."""
     from hone.train.loop import Setup, build_optimizer, evaluate, lora_in_compute_dtype, train_step
     from hone.train.attention import attention_for_packing
 
@@ -81,27 +82,29 @@ def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenize
     layout = "pack" if args.packing else "pad"
     packing = attention_for_packing(model, device) if args.packing else contextlib.nullcontext()
     with packing, lora_in_compute_dtype(setup):
-        start = time.perf_counter()
-        train_step(setup, [batches[0]], optimizer, args.max_grad_norm, layout)
-        warm = (time.perf_counter() - start) / processed_tokens(batches[0], args.packing)
-        seconds = tokens = 0.0
-        timed = 0
+        start = time.perf_counter()  # warm-up on two examples: a big model's full batch could take a minute
+        train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout)
+        warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing)
+        seconds, tokens, rates = 0.0, 0, []
         for batch in batches[1:] or batches:
             room = max(1, int(len(batch) * min(1.0, (budget_s - seconds) / (warm * processed_tokens(batch, args.packing)))))
             batch = batch[:room]
             start = time.perf_counter()
             train_step(setup, [batch], optimizer, args.max_grad_norm, layout)
+            rates.append((time.perf_counter() - start) / processed_tokens(batch, args.packing))
             seconds += time.perf_counter() - start
             tokens += processed_tokens(batch, args.packing)
-            timed += 1
             if seconds >= budget_s:
                 break
-        eval_rate = seconds / tokens / 3  # forward only: about a third of a training step
+        # the median: on a shared machine one step in a few can run 10x slower (another process
+        # took a core); the run's steps are mostly the typical one
+        rate = sorted(rates)[len(rates) // 2]
+        eval_rate = rate / 3  # forward only: about a third of a training step
         if eval_batch:
             start = time.perf_counter()
             evaluate(setup, eval_batch, len(eval_batch), args.packing)
             eval_rate = (time.perf_counter() - start) / processed_tokens(eval_batch, args.packing)
-    return StepTiming(seconds / tokens, eval_rate, steps=timed, tokens=int(tokens))
+    return StepTiming(rate, eval_rate, steps=len(rates), tokens=tokens)
 
 
 @dataclass
