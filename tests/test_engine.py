@@ -10,7 +10,7 @@ import torch
 
 import hone.train.loop as loop
 from hone.config import AdapterArgs, ModelArgs, ReplayArgs, TrainArgs
-from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch
+from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import load_replay
 from hone.errors import HoneError
@@ -97,6 +97,28 @@ def test_a_packed_step_equals_a_padded_step(tiny_llama):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_split_rows_caps_tokens_per_row_and_keeps_order():
+    items = [Tokenized([1] * n, [1] * n) for n in (30, 50, 90, 10, 10)]
+    rows = split_rows(items, 80)
+    assert [[len(i.input_ids) for i in row] for row in rows] == [[30, 50], [90], [10, 10]]  # the 90 is alone
+    assert split_rows(items, 0) == [items]
+
+
+def test_split_packed_rows_give_the_same_step(tiny_llama):
+    """Capping row tokens (peak memory) does not change the update: the loss is normalised per step."""
+    items = random_items(16)
+    model_a, model_b = lora_model(tiny_llama), lora_model(tiny_llama)
+    for model, cap in ((model_a, 0), (model_b, 50)):
+        setup = loop.Setup(model, 3, torch.device("cpu"), torch.float32, None)
+        with attention_for_packing(model, torch.device("cpu")):
+            loss, _ = loop.backward_pass(setup, [items[:8], items[8:]], "pack", cap)
+        model.loss = loss
+    assert model_a.loss == pytest.approx(model_b.loss, rel=1e-6)
+    for (name, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_epoch_order_mixes_replay_at_the_fraction_deterministically():
     order = epoch_order(90, 7, 0.1, seed=1, epoch=0)
     replayed = [i for i in order if i >= 90]
@@ -123,7 +145,7 @@ def test_replay_reads_plain_text_and_trains_every_token(tiny_llama, tmp_path):
 def test_fit_trains_on_replay_examples(tiny_llama, tmp_path, monkeypatch):
     seen = []
     real = loop.backward_pass
-    monkeypatch.setattr(loop, "backward_pass", lambda setup, mbs, layout: seen.extend(i for b in mbs for i in b) or real(setup, mbs, layout))
+    monkeypatch.setattr(loop, "backward_pass", lambda setup, mbs, layout, *rest: seen.extend(i for b in mbs for i in b) or real(setup, mbs, layout, *rest))
     train, general = random_items(18, seed=1), random_items(5, seed=2)
     from hone.data.replay import Replay
 

@@ -93,6 +93,11 @@ class TrainArgs:
     """Concatenate each micro-batch's examples into one row with no padding; positions
     restart and attention stays within each example, so the loss is the same as padded
     batches (tested) but no compute is spent on padding. `false`: padded, length-grouped batches."""
+    max_row_tokens: int = 768
+    """Packing only: a micro-batch's examples go into rows of at most this many tokens (an
+    example longer than that gets a row of its own). Activation memory grows with the
+    row, so this caps peak memory; the loss is unchanged (it is normalised over the whole
+    step, and attention never crosses examples). 0: one row per micro-batch."""
     compile: bool = False
     """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
     spike_factor: float = 3.0

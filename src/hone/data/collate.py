@@ -65,6 +65,22 @@ def pad_batch(items: list[Tokenized], pad_id: int, padding_side: str = "right") 
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def split_rows(items: list[Tokenized], max_tokens: int) -> list[list[Tokenized]]:
+    """Consecutive runs of `items` holding at most `max_tokens` tokens each (an item longer
+    than that is a run of its own); `max_tokens` 0 keeps them all in one. Activation memory
+    grows with the tokens of a row, so this is what caps peak memory when packing."""
+    if max_tokens <= 0:
+        return [items]
+    rows, row, used = [], [], 0
+    for item in items:
+        if row and used + len(item.input_ids) > max_tokens:
+            rows.append(row)
+            row, used = [], 0
+        row.append(item)
+        used += len(item.input_ids)
+    return rows + [row] if row else rows
+
+
 def pack_batch(items: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
     """Concatenate `items` into one row (1, T) with no padding between examples.
 

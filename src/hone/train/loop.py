@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hone.config import TrainArgs
-from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch
+from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import Replay
 from hone.train.attention import attention_for_packing
@@ -192,7 +192,7 @@ def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs,
 
 def accumulate(setup: Setup, micro_batches: list[list[Tokenized]], args: TrainArgs) -> tuple[float, int, float]:
     """Forward and backward over the micro-batches; (mean loss, scored tokens, clipped-before grad norm)."""
-    loss, tokens = backward_pass(setup, micro_batches, "pack" if args.packing else "pad")
+    loss, tokens = backward_pass(setup, micro_batches, "pack" if args.packing else "pad", args.max_row_tokens)
     params = [p for p in setup.model.parameters() if p.requires_grad]
     clip = args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
@@ -204,14 +204,15 @@ def scored_tokens(item: Tokenized) -> int:
     return sum(1 for label in item.labels[1:] if label != IGNORE)
 
 
-def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: str) -> tuple[float, int]:
+def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: str, max_row_tokens: int = 0) -> tuple[float, int]:
     """Accumulate gradients; the loss is the mean over scored tokens of the whole step, so
-    accumulation, batch size and layout do not change what is optimised."""
+    accumulation, batch size, layout and splitting packed rows do not change what is optimised."""
     model = setup.model
     model.train()
     n_tokens = sum(scored_tokens(item) for batch in micro_batches for item in batch)
     loss_sum = 0.0
-    for items in micro_batches:
+    rows = [row for items in micro_batches for row in split_rows(items, max_row_tokens)] if layout == "pack" else micro_batches
+    for items in rows:
         batch = to_device(make_batch(items, setup.pad_id, layout), setup.device)
         with autocast(setup):
             total, _ = token_loss(model, batch)
