@@ -57,10 +57,14 @@ def main() -> int:
         worst_mem, worst_time = max(worst_mem, abs(mem_err)), max(worst_time, abs(time_err))
         worst_timed = max(worst_timed, abs(timed_err)) if timed == timed else worst_timed
         print(f"{method:<6} {str(checkpointing):<5} {batch:>2} {seq:>4} | {memory / 2**20:8.0f} {measured.peak_bytes / 2**20:8.0f} "
-              f"{mem_err:+6.1%} | {measured.seconds_per_step:7.2f} {seconds:7.2f} {time_err:+6.1%} {timed:7.2f} {timed_err:+6.1%}", flush=True)
+              f"{mem_err:+6.1%} | {measured.seconds_per_step:7.2f} {seconds:7.2f} {time_err:+6.1%} {timed_column(timed, timed_err)}", flush=True)
     print(f"worst memory error {worst_mem:.1%} (target 20%); worst time error (target 30%): "
           f"flops {worst_time:.1%}, timed steps {worst_timed:.1%}")
     return 0
+
+
+def timed_column(seconds: float, error: float) -> str:
+    return f"{seconds:7.2f} {error:+6.1%}" if seconds == seconds else f"{'-':>7} {'(flops)':>6}"
 
 
 def timed_prediction(folder: Path, method: str, checkpointing: bool, batch: int, seq: int) -> float:
