@@ -5,8 +5,11 @@ two sequence lengths and two batch sizes. Prints one row per case and the worst 
     PYTHONPATH=src python bench/plan_accuracy.py [--quick] [--workdir DIR]
 
 Memory: see hone.plan.measure for what "peak" means. Time: median seconds of the timed steps
-against flops / (measured matmul rate x CPU_EFFICIENCY), the two measured back to back so that
-a busy shared machine slows both alike.
+against two predictions: `flops s`, flops / (measured matmul rate x CPU_EFFICIENCY) + per-layer
+overhead (what `hone plan` uses above hone.plan.calibrate.MAX_CALIBRATED_PARAMS, and for QLoRA),
+and `timed s`, hone.plan.calibrate.time_steps on the same batch shape (what `hone plan` uses for
+smaller models: a few real steps of the model built from its config.json, random weights).
+Each pair is measured back to back so that a busy shared machine slows both alike.
 """
 
 from __future__ import annotations
@@ -40,19 +43,44 @@ def main() -> int:
     cases = accuracy_cases()[:1] if args.quick else accuracy_cases()
     if args.checkpointing:
         cases += [(m, True, b, t) for m, _, b, t in cases]
-    print(f"{'method':<6} {'ckpt':<5} {'B':>2} {'T':>4} | {'pred MiB':>8} {'meas MiB':>8} {'err':>6} | {'pred s':>7} {'meas s':>7} {'err':>6}")
-    worst_mem = worst_time = 0.0
+    print(f"{'method':<6} {'ckpt':<5} {'B':>2} {'T':>4} | {'pred MiB':>8} {'meas MiB':>8} {'err':>6} | {'meas s':>7} "
+          f"{'flops s':>7} {'err':>6} {'timed s':>7} {'err':>6}")
+    worst_mem = worst_time = worst_timed = 0.0
     for method, checkpointing, batch, seq in cases:
         measured = measure_run(folder, method, batch, seq, steps=args.steps, gradient_checkpointing=checkpointing,
                                threads=args.threads)
         memory, seconds = predict_case(folder, method, checkpointing, batch, seq)
+        timed = timed_prediction(folder, method, checkpointing, batch, seq)
         mem_err = memory / measured.peak_bytes - 1
         time_err = seconds / measured.seconds_per_step - 1
+        timed_err = timed / measured.seconds_per_step - 1
         worst_mem, worst_time = max(worst_mem, abs(mem_err)), max(worst_time, abs(time_err))
+        worst_timed = max(worst_timed, abs(timed_err)) if timed == timed else worst_timed
         print(f"{method:<6} {str(checkpointing):<5} {batch:>2} {seq:>4} | {memory / 2**20:8.0f} {measured.peak_bytes / 2**20:8.0f} "
-              f"{mem_err:+6.1%} | {seconds:7.2f} {measured.seconds_per_step:7.2f} {time_err:+6.1%}", flush=True)
-    print(f"worst memory error {worst_mem:.1%} (target 20%), worst time error {worst_time:.1%} (target 30%)")
+              f"{mem_err:+6.1%} | {measured.seconds_per_step:7.2f} {seconds:7.2f} {time_err:+6.1%} {timed_column(timed, timed_err)}", flush=True)
+    print(f"worst memory error {worst_mem:.1%} (target 20%); worst time error (target 30%): "
+          f"flops {worst_time:.1%}, timed steps {worst_timed:.1%}")
     return 0
+
+
+def timed_column(seconds: float, error: float) -> str:
+    return f"{seconds:7.2f} {error:+6.1%}" if seconds == seconds else f"{'-':>7} {'(flops)':>6}"
+
+
+def timed_prediction(folder: Path, method: str, checkpointing: bool, batch: int, seq: int) -> float:
+    """Seconds per step as `hone plan` measures them for small models (nan for QLoRA, left to FLOPs)."""
+    if method == "qlora":
+        return float("nan")
+    from hone.config import RunConfig
+    from hone.plan.calibrate import time_steps
+    from hone.plan.measure import _synthetic_batch
+
+    config = RunConfig()
+    config.model.path, config.model.device = str(folder), "cpu"
+    config.adapter.method, config.train.gradient_checkpointing = method, checkpointing
+    config.train.packing = False  # measure_run trains padded batches
+    items = _synthetic_batch(batch, seq, 512, 0.5)
+    return time_steps(config, [items] * 4, None).seconds_per_token * batch * seq
 
 
 if __name__ == "__main__":

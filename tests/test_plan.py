@@ -80,3 +80,22 @@ def test_cli_plan_json(config_file, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["method"] == "qlora" and data["this_machine_flops_per_s"] > 0
     assert main(["plan", str(config_file), "--price", "A100"]) == 2
+
+
+def test_cpu_time_is_measured_on_real_steps_for_small_models(config_file):
+    from hone.model.load import load_tokenizer
+    from hone.plan.calibrate import processed_tokens, run_tokens
+    from hone.train.sft import prepare_data
+
+    config = load_config(config_file, ["train.eval_every=7"])
+    plan = plan_run(config)
+    assert plan.time_source == "measured" and "measured: real steps" in plan.text()
+    assert plan.this_machine_train_seconds > 0 and plan.this_machine_eval_seconds > 0
+    assert plan.this_machine_seconds == plan.this_machine_train_seconds + plan.this_machine_eval_seconds
+    train, evals, _ = prepare_data(config, load_tokenizer(config.model))
+    run = run_tokens(train, evals, None, config.train)
+    assert run.steps == plan.steps == 30
+    # packed batches: every example once per epoch, each micro-batch rounded up to 64 tokens
+    assert 2 * sum(len(i.input_ids) for i in train) <= run.train_tokens <= 2 * sum(len(i.input_ids) for i in train) + 30 * 63
+    ordered = sorted(evals, key=lambda item: len(item.input_ids))  # as `evaluate` batches them
+    assert run.eval_tokens == 5 * sum(processed_tokens(ordered[i : i + 4], True) for i in range(0, len(ordered), 4))  # steps 7, 14, 21, 28, 30

@@ -1,9 +1,11 @@
 """`hone plan`: memory, time and cost of a run before it starts, from config.json and data statistics.
 
 Nothing here loads weights. The model's shapes come from its config (see `memory.py`), the
-dataset's token counts from its tokenizer, the speed of this machine from a few seconds of
-timed matrix multiplications, the speed of named GPUs from their datasheet peak times an
-assumed utilisation (`hardware.py`).
+dataset's token counts from its tokenizer. Time on this CPU is measured for models up to
+MAX_CALIBRATED_PARAMS: a few real steps of the run's model (random weights) are timed on the
+run's own batches (`calibrate.py`); larger models, and GPUs, get FLOPs over a few seconds of
+timed matrix multiplications (this machine) or datasheet peak times an assumed utilisation
+(`hardware.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from hone.config import EMBEDDED, RunConfig
 from hone.plan.hardware import GPUS, HOSTED, MFU, PRICES_AS_OF, Gpu
+from hone.plan.calibrate import MAX_CALIBRATED_PARAMS
 from hone.plan.license import LicenseInfo, read_license
 from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, step_flops, trainable_params
 
@@ -64,12 +67,18 @@ class Plan:
     steps: int
     flops: float
     this_machine_seconds: float
+    """Training plus evaluation passes on this machine."""
     this_machine_flops_per_s: float
     targets: list[Target]
     hosted: list[dict]
     dataset_advice: str
     license: LicenseInfo
     notes: list[str] = field(default_factory=list)
+    this_machine_train_seconds: float = float("nan")
+    """Optimizer steps only: what summary.json's `train_seconds` counts."""
+    this_machine_eval_seconds: float = 0.0
+    time_source: str = "estimated"
+    """`measured` when real steps of the run's model were timed (hone.plan.calibrate), `estimated` from FLOPs."""
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -77,6 +86,13 @@ class Plan:
         del out["memory"]
         out["prices_as_of"] = PRICES_AS_OF
         return out
+
+    def time_basis(self) -> str:
+        eval_part = f" + eval {_duration(self.this_machine_eval_seconds)}" if self.this_machine_eval_seconds > 0 else ""
+        split = f"train {_duration(self.this_machine_train_seconds)}{eval_part}"
+        if self.time_source == "measured":
+            return f"(measured: real steps of this model timed here; {split})"
+        return f"(estimated from {self.this_machine_flops_per_s / 1e9:.0f} GFLOP/s measured matmul; {split})"
 
     def text(self) -> str:
         """A compact summary (~15 lines) printed before training starts."""
@@ -95,8 +111,7 @@ class Plan:
         elif m.activations > 0.25 * m.peak:
             lines.append(f"  gradient checkpointing would cut activations to ~{size(m.activations_with_checkpointing)}"
                          " (train.gradient_checkpointing=true)")
-        lines.append(f"  compute: {self.flops:.2e} FLOPs · this machine ~{_duration(self.this_machine_seconds)}"
-                     f" (measured {self.this_machine_flops_per_s / 1e9:.0f} GFLOP/s matmul)")
+        lines.append(f"  compute: {self.flops:.2e} FLOPs · this machine ~{_duration(self.this_machine_seconds)} {self.time_basis()}")
         for t in self.targets:
             status = f"~{_duration(t.hours * 3600)}, ${t.usd:.2f}" if t.fits else f"does not fit ({t.memory_gib:.0f} GiB)"
             lines.append(f"  {t.name:<9} {status}")
@@ -148,13 +163,20 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     device = pick_device(config.model)
     compute = pick_dtype(config.model, device)
     settings = hone_settings(config, device.type, compute.itemsize)
-    data = data_stats(config, arch)
+    splits = tokenized_splits(config)
+    data = data_stats(config, arch, splits)
     steps = total_steps(data.examples, config)
     flops = run_flops(arch, settings, data, config)
     memory = estimate_memory(arch, settings, data.largest_batch)
-    rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
-    overhead = measured_layer_overhead(model_config.model_type, settings.method) * arch.layers * micro_steps(data, config) if calibrate else 0.0
-    seconds = overhead + flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
+    eval_seconds, time_source, rate = 0.0, "estimated", 0.0
+    if calibrate and time_by_steps(splits, device.type, arch, settings.method):
+        steps, train_seconds, eval_seconds = measured_run_seconds(config, *splits)
+        time_source = "measured"
+    else:
+        rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
+        overhead = measured_layer_overhead(model_config.model_type, settings.method) * arch.layers * micro_steps(data, config) if calibrate else 0.0
+        train_seconds = overhead + flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
+    seconds = train_seconds + eval_seconds
     gpu_settings = hone_settings(config, "cuda", 2.0)
     gpu_peak = estimate_memory(arch, gpu_settings, data.largest_batch).peak
     targets = [gpu_target(g, gpu_peak, flops, settings.method) for g in gpus]
@@ -168,7 +190,26 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     return Plan(model=config.model.path, method=settings.method, total_params=total, trainable_params=trainable, memory=memory, device=device.type, data=data,
                 epochs=config.train.epochs, steps=steps, flops=flops, this_machine_seconds=seconds,
                 this_machine_flops_per_s=rate, targets=targets, hosted=hosted,
-                dataset_advice=dataset_advice(data.examples), license=model_license(config), notes=notes)
+                dataset_advice=dataset_advice(data.examples), license=model_license(config), notes=notes,
+                this_machine_train_seconds=train_seconds, this_machine_eval_seconds=eval_seconds, time_source=time_source)
+
+
+def time_by_steps(splits, device_type: str, arch: Arch, method: str) -> bool:
+    """Whether this CPU's time is measured on real steps: small models with data. QLoRA is left
+    to FLOPs (its 4-bit layers need real weights to build)."""
+    return bool(splits and splits[0]) and device_type == "cpu" and arch.total_params <= MAX_CALIBRATED_PARAMS and method != "qlora"
+
+
+def measured_run_seconds(config: RunConfig, train: list, evals: list) -> tuple[int, float, float]:
+    """(optimizer steps, training seconds, evaluation seconds) of the run on this CPU: real steps
+    of its model timed on its first batches, scaled by the tokens every step and eval pass will process."""
+    from hone.model.load import load_tokenizer
+    from hone.plan.calibrate import replay_sample, run_tokens, time_steps
+
+    replay = replay_sample(config, load_tokenizer(config.model))
+    run = run_tokens(train, evals, replay, config.train)
+    timing = time_steps(config, run.first_batches, evals[: config.train.batch_size] or None)
+    return run.steps, timing.seconds_per_token * run.train_tokens, timing.eval_seconds_per_token * run.eval_tokens
 
 
 def gpu_target(gpu: Gpu, peak_bytes: float, flops: float, method: str) -> Target:
@@ -201,21 +242,36 @@ def run_flops(arch: Arch, settings: MemorySettings, data: DataStats, config: Run
     return per_epoch * epochs
 
 
-def data_stats(config: RunConfig, arch: Arch) -> DataStats:
+def tokenized_splits(config: RunConfig) -> tuple[list, list] | None:
+    """(train items, eval items) tokenized as training will (None without data.train); rows
+    training would refuse are skipped here: `hone check` is where they are reported."""
+    args = config.data
+    if not args.train:
+        return None
+    from hone.data.dataset import read_examples, split_examples, tokenize_examples
+    from hone.model.load import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model)
+    examples = read_examples(args.train).examples
+    if args.eval:
+        held_out = read_examples(args.eval).examples[: args.max_eval_examples]
+    else:
+        examples, held_out = split_examples(examples, args.eval_fraction, config.train.seed, args.max_eval_examples)
+    train, _ = tokenize_examples(tokenizer, examples, args.max_length, args.overlength)
+    evals, _ = tokenize_examples(tokenizer, held_out, args.max_length, args.overlength)
+    return train, evals
+
+
+def data_stats(config: RunConfig, arch: Arch, splits: tuple[list, list] | None = None) -> DataStats:
     """Token counts of the training split, exactly as training will batch it."""
     args, batch_size = config.data, config.train.batch_size
-    if not args.train:
+    if splits is None:
         tokens = batch_size * args.max_length
         return DataStats(batch_size, tokens, tokens, tokens // 2, args.max_length,
                          BatchShape(batch_size, args.max_length, tokens // 2), "limits")
     from hone.data.collate import epoch_batches
-    from hone.data.dataset import read_examples, split_examples, tokenize_examples
-    from hone.model.load import load_tokenizer
 
-    examples = read_examples(args.train).examples
-    if not args.eval:
-        examples, _ = split_examples(examples, args.eval_fraction, config.train.seed, args.max_eval_examples)
-    items, _ = tokenize_examples(load_tokenizer(config.model), examples, args.max_length, args.overlength)
+    items = splits[0]
     if not items:
         return DataStats(0, 0, 0, 0, 0, BatchShape(1, 1, 1), "data")
     batches = epoch_batches(items, batch_size, config.train.seed, 0)

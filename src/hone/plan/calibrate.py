@@ -1,0 +1,163 @@
+"""Time a few real training steps of the run's own model on this CPU.
+
+FLOPs divided by a matmul rate misses what dominates small models on a CPU (op dispatch,
+autograd, attention over packed examples, the 4096-wide logits, the optimizer): bench/plan_accuracy.py
+measured -35% to -61% errors that way. So for models small enough to build in a second or two,
+the plan builds the model from its config.json (random weights: speed does not depend on the
+values), applies the run's method, and times optimizer steps of hone's own `train_step` on
+batches of the run's real tokenized examples, with the layout `fit` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from hone.data.render import Tokenized
+
+MAX_CALIBRATED_PARAMS = 200_000_000
+"""Above this a CPU run falls back to the FLOPs estimate: building ~200M fp32/bf16 parameters
+from config takes a few seconds and one step of it tens of seconds on a 2-core CPU, so timing
+it would make `hone plan` itself slow; such runs take days on a CPU, where ±30% matters less."""
+
+BUDGET_S = 4.0
+"""Seconds the timed steps may take (after the warm-up): keeps the plan under ~10 s."""
+
+
+@dataclass
+class StepTiming:
+    """What the timed steps showed; seconds scale with the tokens a step processes."""
+
+    seconds_per_token: float
+    """Training (forward + backward + optimizer) seconds per processed token, padding or packing filler included."""
+    eval_seconds_per_token: float
+    """Forward-only seconds per processed token, as `evaluate` runs it."""
+    steps: int
+    tokens: int
+
+
+def processed_tokens(items: list[Tokenized], packing: bool) -> int:
+    """Tokens the model runs over for one micro-batch, as `hone.train.loop.make_batch` builds it."""
+    from hone.train.loop import PACK_MULTIPLE
+
+    lengths = [len(item.input_ids) for item in items]
+    if packing:
+        return -(-sum(lengths) // PACK_MULTIPLE) * PACK_MULTIPLE
+    return max(lengths) * len(lengths)
+
+
+def build_random_trainable(config):
+    """The run's model and method (as `hone.train.sft.build_trainable` builds them) with random weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hone.model.adapters import apply_method
+    from hone.model.load import load_config_only, pick_device, pick_dtype
+
+    device = pick_device(config.model)
+    compute = pick_dtype(config.model, device)
+    weights = torch.float32 if config.adapter.method == "full" else compute
+    model = AutoModelForCausalLM.from_config(load_config_only(config.model), dtype=weights).to(device)
+    model = apply_method(model, config.adapter)
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "enable_input_require_grads") and config.adapter.method != "full":
+        model.enable_input_require_grads()
+    return model, compute, device
+
+
+def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenized] | None, budget_s: float = BUDGET_S) -> StepTiming:
+    """One warm-up step on two examples of `batches[0]`, then timed steps on the next batches
+    until `budget_s` is spent (at least one); the median seconds per processed token. A batch
+    larger than the budget allows is cut to fewer examples: per-step fixed costs are then a
+    small share of a step anyway."""
+    from hone.train.loop import Setup, build_optimizer, evaluate, lora_in_compute_dtype, train_step
+    from hone.train.attention import attention_for_packing
+
+    model, compute, device = build_random_trainable(config)
+    setup = Setup(model, 0, device, compute, None)
+    args = config.train
+    optimizer, _ = build_optimizer(model, args, total_steps=10)
+    layout = "pack" if args.packing else "pad"
+    packing = attention_for_packing(model, device) if args.packing else contextlib.nullcontext()
+    with packing, lora_in_compute_dtype(setup):
+        start = time.perf_counter()  # warm-up on two examples: a big model's full batch could take a minute
+        train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout)
+        warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing)
+        seconds, tokens, rates = 0.0, 0, []
+        for batch in batches[1:] or batches:
+            room = max(1, int(len(batch) * min(1.0, (budget_s - seconds) / (warm * processed_tokens(batch, args.packing)))))
+            batch = batch[:room]
+            start = time.perf_counter()
+            train_step(setup, [batch], optimizer, args.max_grad_norm, layout)
+            rates.append((time.perf_counter() - start) / processed_tokens(batch, args.packing))
+            seconds += time.perf_counter() - start
+            tokens += processed_tokens(batch, args.packing)
+            if seconds >= budget_s:
+                break
+        # the median: on a shared machine one step in a few can run 10x slower (another process
+        # took a core); the run's steps are mostly the typical one
+        rate = sorted(rates)[len(rates) // 2]
+        eval_rate = rate / 3  # forward only: about a third of a training step
+        if eval_batch:
+            start = time.perf_counter()
+            evaluate(setup, eval_batch, len(eval_batch), args.packing)
+            eval_rate = (time.perf_counter() - start) / processed_tokens(eval_batch, args.packing)
+    return StepTiming(rate, eval_rate, steps=len(rates), tokens=tokens)
+
+
+@dataclass
+class RunTokens:
+    """What the whole run will process, batch by batch as `fit` draws them."""
+
+    steps: int
+    train_tokens: int
+    """Processed tokens over all optimizer steps (replay, padding and packing filler included)."""
+    eval_tokens: int
+    """Processed tokens over all evaluation passes."""
+    first_batches: list[list[Tokenized]]
+    """The run's first micro-batches: what the timed steps train on."""
+
+
+def run_tokens(train: list[Tokenized], evals: list[Tokenized], replay, args, keep: int = 4) -> RunTokens:
+    """Walk the run's batches exactly as `fit` does (same seed, replay mix and layout)."""
+    from hone.train.checkpoint import TrainState
+    from hone.train.loop import Batches, plan_steps
+
+    batches = Batches(train, replay, args)
+    _, total = plan_steps(batches.per_epoch() * args.batch_size, args)
+    state, tokens, first = TrainState(), 0, []
+    for _ in range(total):
+        micro = batches.next_step(state)
+        state.batch_in_epoch += len(micro)
+        tokens += sum(processed_tokens(batch, args.packing) for batch in micro)
+        first += micro[: keep - len(first)]
+    passes = (total // args.eval_every + (total % args.eval_every != 0)) if evals else 0
+    ordered = sorted(evals, key=lambda item: len(item.input_ids))
+    per_pass = sum(processed_tokens(ordered[i : i + args.batch_size], args.packing) for i in range(0, len(ordered), args.batch_size))
+    return RunTokens(total, tokens, passes * per_pass, first)
+
+
+def replay_sample(config, tokenizer, documents: int = 200):
+    """The run's replay mix with items from the first `documents` records of `replay.data` only:
+    how many replay items an epoch draws depends only on the fraction, and their lengths on
+    the block size; tokenizing a whole corpus would take seconds (6 s for the quickstart's)."""
+    from hone.data.formats import FormatError, to_example
+    from hone.data.io import BadLine, iter_records
+    from hone.data.replay import Replay, replay_items
+
+    args = config.replay
+    if not args.data or not 0 < args.fraction < 1:
+        return None
+    items = []
+    for count, (line, record) in enumerate(iter_records(args.data)):
+        if count >= documents:
+            break
+        if isinstance(record, BadLine):
+            continue
+        try:
+            items += replay_items(tokenizer, to_example(record, line, str(args.data)), config.data.max_length)
+        except FormatError:
+            continue
+    return Replay(items, args.fraction) if items else None
