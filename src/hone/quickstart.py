@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from hone.config import load_config
+from hone.config import EvalArgs, load_config
 from hone.errors import HoneError
 from hone.model.load import ASSETS
 
@@ -37,7 +37,7 @@ def quickstart(out: str) -> int:
 
     run_dir = run_sft(config)
     print("\n== 4/4 evaluate: base vs tuned on held-out tickets")
-    report = compare(run_dir, out_dir)
+    report = compare(run_dir, out_dir, config.eval)
     metrics = {"baseline": report["baseline"], "tuned": report["tuned"]}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(f"\nwrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'} in {time.perf_counter() - started:.0f} s")
@@ -61,11 +61,10 @@ def print_plan(config) -> None:
     print(plan_run(config).text())
 
 
-def compare(run_dir: Path, out_dir: Path) -> dict:
+def compare(run_dir: Path, out_dir: Path, args: EvalArgs) -> dict:
     from hone.eval.compare import compare_models, format_comparison_table
 
-    report = compare_models(base="embedded", tuned=str(run_dir), data=str(DEMO / "eval.jsonl"), out_dir=out_dir,
-                            general="default", schema=str(DEMO / "schema.json"), max_new_tokens=64)
+    report = compare_models("embedded", str(run_dir), str(DEMO / "eval.jsonl"), out_dir, args)
     print(format_comparison_table(report, only=HEADLINE))
     print(f"(every metric: {out_dir / 'report.json'})")
     return report

@@ -43,9 +43,9 @@ def eval_command(cli) -> int:
 def compare_command(cli) -> int:
     args = eval_args_from(cli)
     out_dir = Path(cli.out) if cli.out else Path(cli.tuned) / "eval"
-    general = "none" if cli.no_general else args.general
-    report = compare_models(cli.base, cli.tuned, cli.data, out_dir, general=general, schema=args.schema,
-                            max_new_tokens=args.max_new_tokens, limit=args.limit, args=args, dtype=cli.dtype)
+    if cli.no_general:
+        args = dataclasses.replace(args, general=None)
+    report = compare_models(cli.base, cli.tuned, cli.data, out_dir, args, dtype=cli.dtype)
     print(format_comparison_table(report))
     print(f"\nreport: {out_dir / 'report.html'} (numbers: {out_dir / 'report.json'})")
     return 0

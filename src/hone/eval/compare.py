@@ -111,16 +111,15 @@ def evaluate_one(name: str, args: EvalArgs, data: str | None = None, dtype: str 
     return evaluate_model(loaded, examples, args, settings), examples, source
 
 
-def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path, general: str | None = "default",
-                   schema: str | None = None, max_new_tokens: int = 64, limit: int | None = None,
-                   args: EvalArgs | None = None, dtype: str | None = None) -> dict:
+def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path, args: EvalArgs | None = None,
+                   dtype: str | None = None) -> dict:
     """Evaluate `base` and `tuned` on the same examples; write report.json + report.html to `out_dir`.
 
-    `base` None means the tuned run's own base model. The named arguments win over the
-    same fields of `args`, which supplies the rest (sampling, custom metrics, judge...).
-    Returns the report dict (see report.json).
+    `base` None means the tuned run's own base model; `args` says how (metrics, schema,
+    general text for the forgetting check, sampling, judge...). Returns the report dict
+    (see report.json).
     """
-    args = dataclasses.replace(args or EvalArgs(), general=general, schema=schema, max_new_tokens=max_new_tokens, limit=limit)
+    args = args or EvalArgs()
     settings = build_settings(args.schema, args.regex, args.metrics)
     kind, run_config = describe(tuned)
     run_dir = Path(tuned) if run_config else None

@@ -122,10 +122,8 @@ def compare_with_base(run_dir: Path, config: RunConfig) -> None:
     """Every run ends measured against its base model: report.html + report.json in the run folder."""
     from hone.eval.compare import compare_models, format_comparison_table
 
-    args = config.eval
     print("\ncomparing with the base model on the held-out examples")
-    report = compare_models(None, str(run_dir), None, run_dir, general=args.general, schema=args.schema,
-                            max_new_tokens=args.max_new_tokens, limit=args.limit, args=args)
+    report = compare_models(None, str(run_dir), None, run_dir, config.eval)
     print(format_comparison_table(report))
     print(f"report: {run_dir / 'report.html'}")
 
