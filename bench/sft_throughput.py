@@ -232,14 +232,10 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device, data: s
 
 
 def attention_backend(device: torch.device) -> str:
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
+    """TRL's attention: the same flash-attention test hone uses, else transformers' SDPA."""
+    from hone.train.attention import flash_attention_available
 
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
+    return "flash_attention_2" if flash_attention_available(device) else "sdpa"
 
 
 def save_lora(model, path: Path) -> None:

@@ -51,16 +51,20 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _no_mask)
 
 
+def flash_attention_available(device: torch.device) -> bool:
+    """flash-attention (varlen) runs only on CUDA, and only when the package is installed."""
+    if device.type != "cuda":
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def packed_implementation(device: torch.device) -> str:
     """flash-attention varlen on CUDA when installed, else hone's per-example SDPA."""
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return NAME
+    return "flash_attention_2" if flash_attention_available(device) else NAME
 
 
 @contextlib.contextmanager
