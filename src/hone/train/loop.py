@@ -24,6 +24,7 @@ from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch,
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import Replay
 from hone.train.attention import attention_for_packing
+from hone.train.fused import fused
 from hone.train.checkpoint import TrainState, best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from hone.train.guard import DivergenceGuard, apply_lr_scale, is_memory_error, memory_error, watch_eval
 from hone.train.loss import token_loss
@@ -142,7 +143,7 @@ def prepared(setup: Setup, args: TrainArgs):
             layer.compile(dynamic=True)
     attention = attention_for_packing(setup.model, setup.device) if args.packing else contextlib.nullcontext()
     try:
-        with attention, lora_in_compute_dtype(setup):
+        with attention, lora_in_compute_dtype(setup), fused(setup.model):
             yield
     except (RuntimeError, MemoryError) as exc:
         if not is_memory_error(exc):

@@ -1,8 +1,10 @@
 """Causal LM loss over labelled positions only, in chunks.
 
 The `tokens x vocab` logits are never materialised for the whole batch: hidden states of
-labelled positions are gathered first, then projected and scored a chunk at a time, each
-chunk recomputed in the backward pass instead of kept.
+labelled positions are gathered first, then projected and scored a chunk at a time. When
+gradients are wanted, each chunk's gradient is computed right away, in the same pass as its
+loss (`HeadLoss`): the logits are dropped as soon as they are scored, and backward only
+scales the stored `tokens x hidden` gradient; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hone.train.attention import packing_kwargs
 
 CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
 ROWS_MULTIPLE = 64  # scored rows are padded to a multiple of this (a few matmul shapes, not one per batch)
+USE_HEAD_LOSS = True
 
 
 def split_model(model):
@@ -49,8 +52,11 @@ def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
     if filler:
         rows = F.pad(rows, (0, 0, 0, filler))
         wanted = F.pad(wanted, (0, filler), value=IGNORE)
-    total = hidden.new_zeros((), dtype=torch.float32)
     step = max(ROWS_MULTIPLE, CHUNK_ELEMENTS // head.weight.shape[0] // ROWS_MULTIPLE * ROWS_MULTIPLE)
+    if USE_HEAD_LOSS and torch.is_grad_enabled() and type(head) is torch.nn.Linear and head.bias is None:
+        dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) else head.weight.dtype
+        return HeadLoss.apply(rows, wanted, head.weight, softcap, step, dtype), count
+    total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], step):
         chunk, goal = rows[start : start + step], wanted[start : start + step]
         if torch.is_grad_enabled():
@@ -65,3 +71,47 @@ def _chunk_loss(rows, goal, head, softcap):
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return F.cross_entropy(logits, goal, reduction="sum", ignore_index=IGNORE)
+
+
+class HeadLoss(torch.autograd.Function):
+    """Summed cross-entropy of `rows @ weight.T` against `targets`, chunk by chunk, with the
+    gradients for `rows` (and `weight`, when it trains) computed in the forward pass:
+    d loss / d logits = softmax - one_hot, zero on ignored targets."""
+
+    @staticmethod
+    def forward(ctx, rows, targets, weight, softcap, step, dtype):
+        w = weight.to(dtype)
+        grad_rows = torch.empty(rows.shape, dtype=dtype, device=rows.device)
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight.requires_grad else None
+        total = torch.zeros((), dtype=torch.float32, device=rows.device)
+        for start in range(0, rows.shape[0], step):
+            chunk, goal = rows[start : start + step].to(dtype), targets[start : start + step]
+            logits = (chunk @ w.t()).float()
+            squash = None
+            if softcap:
+                squash = torch.tanh(logits / softcap)
+                logits = squash * softcap
+            scored = goal != IGNORE
+            picked = goal.clamp(min=0).unsqueeze(1)
+            logsumexp = torch.logsumexp(logits, dim=-1, keepdim=True)
+            total += ((logsumexp - logits.gather(1, picked)).squeeze(1) * scored).sum()
+            grad = logits.sub_(logsumexp).exp_()  # softmax, in place of the logits
+            grad.scatter_add_(1, picked, torch.full_like(picked, -1, dtype=grad.dtype))
+            grad.mul_(scored.unsqueeze(1))
+            if squash is not None:
+                grad.mul_(1 - squash * squash)
+            grad = grad.to(dtype)
+            grad_rows[start : start + step] = grad @ w
+            if grad_weight is not None:
+                grad_weight += (grad.t() @ chunk).float()
+        ctx.save_for_backward(grad_rows, grad_weight)
+        ctx.rows_dtype, ctx.weight_dtype = rows.dtype, weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_rows, grad_weight = ctx.saved_tensors
+        grad_rows = (grad_rows * grad_total).to(ctx.rows_dtype)
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_total).to(ctx.weight_dtype)
+        return grad_rows, None, grad_weight, None, None, None

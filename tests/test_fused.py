@@ -1,0 +1,127 @@
+"""The engine's hand-written forward/backward paths compute what the modules they replace
+compute: LoRA linears, RMSNorm, packed attention and the loss head."""
+
+import contextlib
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hone.config import AdapterArgs, ModelArgs
+from hone.data.collate import pack_batch
+from hone.data.render import IGNORE, Tokenized
+from hone.model.adapters import apply_method
+from hone.model.load import load_model
+from hone.train.attention import FP32_BACKWARD_MAX, PackedAttention, _sdpa_per_example, attention_for_packing
+from hone.train.fused import fused
+from hone.train.loss import HeadLoss, _chunk_loss, token_loss
+
+
+def items(n=10, seed=0, vocab=300):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ids = [rng.randrange(5, vocab) for _ in range(rng.randint(4, 70))]
+        cut = rng.randint(1, len(ids) - 1)
+        out.append(Tokenized(ids, [IGNORE] * cut + ids[cut:]))
+    return out
+
+
+def loss_and_grads(model, batch, use_fused):
+    model.zero_grad()
+    with attention_for_packing(model, torch.device("cpu")), (fused(model) if use_fused else contextlib.nullcontext()) as n:
+        total, _ = token_loss(model, batch)
+    total.backward()
+    return total.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}, n
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "phi3"])
+def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family):
+    from tiny import make_model
+
+    model = load_model(ModelArgs(path=str(make_model(tmp_path, family)), dtype="float32"))
+    torch.manual_seed(0)
+    model = apply_method(model, AdapterArgs(method="lora", lora_rank=4, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero; give the adapter something to contribute
+            torch.nn.init.normal_(param, std=0.05)
+    batch = pack_batch(items())
+    expected, expected_grads, _ = loss_and_grads(model, batch, use_fused=False)
+    got, grads, patched = loss_and_grads(model, batch, use_fused=True)
+    lora_layers = sum(1 for m in model.modules() if hasattr(m, "lora_A"))
+    # Gemma's RMSNorm scales by (1 + weight), not weight: it must keep its own forward.
+    norms = 0 if family == "gemma" else sum(1 for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
+    assert patched == lora_layers + norms and lora_layers > 0
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert not any("forward" in vars(m) for m in model.modules())  # every module got its own forward back
+
+
+def test_lora_with_dropout_keeps_peft_forward(tiny_llama):
+    model = apply_method(load_model(ModelArgs(path=str(tiny_llama), dtype="float32")),
+                         AdapterArgs(method="lora", lora_rank=4, lora_dropout=0.1, target_modules=["q_proj"]))
+    with fused(model) as patched:
+        assert not any("forward" in vars(m) for m in model.modules() if hasattr(m, "lora_A"))
+    assert patched == sum(1 for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
+
+
+def reference_attention(query, key, value, bounds):
+    q, k, v = (t.detach().double().requires_grad_() for t in (query, key, value))
+    return (q, k, v), _sdpa_per_example(q, k, v, bounds, None)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_packed_attention_matches_per_example_attention(dtype, tolerance):
+    # equal padded lengths (grouped into one call), an exact multiple of 64, a single token,
+    # and one example long enough for the compute-dtype backward
+    lengths = [37, 50, 64, 1, 130, FP32_BACKWARD_MAX + 40, 9]
+    bounds = [0]
+    for n in lengths:
+        bounds.append(bounds[-1] + n)
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 4, 2, 16
+    query, key, value = (torch.randn(1, bounds[-1], h, dim).transpose(1, 2).to(dtype).requires_grad_()
+                         for h in (heads, kv_heads, kv_heads))
+    grad = torch.randn(1, bounds[-1], heads, dim, dtype=dtype)
+    out = PackedAttention.apply(query, key, value, bounds, None)
+    grads = torch.autograd.grad(out, (query, key, value), grad)
+    leaves, ref = reference_attention(query, key, value, bounds)
+    ref_grads = torch.autograd.grad(ref, leaves, grad.double())
+    assert out.shape == (1, bounds[-1], heads, dim)
+
+    def relative(a, b):
+        return ((a.double() - b).abs().max() / b.abs().max()).item()
+
+    assert relative(out, ref) < tolerance
+    for got, want in zip(grads, ref_grads):
+        assert got.shape == want.shape and got.dtype == dtype
+        assert relative(got, want) < tolerance
+
+
+@pytest.mark.parametrize("softcap", [None, 20.0])
+def test_head_loss_matches_the_chunked_loss_with_a_trained_head(softcap):
+    torch.manual_seed(0)
+    rows = torch.randn(150, 32, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(32, 90, bias=False).double()
+    targets = torch.randint(0, 90, (150,))
+    targets[::5] = IGNORE
+    want = _chunk_loss(rows, targets, head, softcap)
+    want_grads = torch.autograd.grad(want * 0.37, (rows, head.weight))
+    got = HeadLoss.apply(rows, targets, head.weight, softcap, 64, torch.float64)  # three chunks, the last partial
+    got_grads = torch.autograd.grad(got * 0.37, (rows, head.weight))
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-6, atol=1e-4)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_head_loss_ignores_every_ignored_row():
+    rows = torch.randn(8, 4, requires_grad=True)
+    weight = torch.randn(6, 4)
+    targets = torch.full((8,), IGNORE)
+    targets[2] = 1
+    loss = HeadLoss.apply(rows, targets, weight, None, 64, torch.float32)
+    loss.backward()
+    assert loss.item() == pytest.approx(F.cross_entropy(rows[2:3] @ weight.t(), targets[2:3], reduction="sum").item(), rel=1e-5)
+    assert rows.grad[[0, 1, 3, 4, 5, 6, 7]].abs().max() == 0 and rows.grad[2].abs().max() > 0
