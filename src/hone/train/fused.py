@@ -17,9 +17,10 @@ unquantised `nn.Linear` base. Anything else keeps PEFT's own forward. The saved 
 PEFT's, unchanged: only how its forward and backward are computed differs.
 
 RMSNorm layers whose forward is transformers' Llama one (Llama, Qwen2, Mistral, Phi-3 and
-the other copies of it) run as `torch.nn.functional.rms_norm`: bit-identical output and
-input gradient here, 1.7x faster forward and backward (measured, bf16, 1024 x 512 on 2 CPU
-cores).
+the other copies of it) run as `RMSNorm`: the same fp32 arithmetic, but backward keeps the
+input in the compute dtype plus one fp32 scale per token, not an fp32 copy of the input
+(16 MB less per 1K tokens on a 512-wide, 8-layer model), and it runs 2x faster forward
+and backward than the module (measured, bf16, 1024 x 512 on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import functools
 import inspect
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -62,6 +62,32 @@ class LoraLinear(torch.autograd.Function):
         a_dtype, b_dtype = ctx.param_dtypes
         return (grad_x.view(*grad.shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype), None, grad_bias,
                 grad_a.to(a_dtype), grad_b.to(b_dtype), None)
+
+
+class RMSNorm(torch.autograd.Function):
+    """weight * (x / rms(x)), normalised in fp32 and rounded to x's dtype before the weight,
+    exactly as transformers' Llama RMSNorm computes it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        wide = x.float()
+        scale = torch.rsqrt(wide.pow(2).mean(-1, keepdim=True).add_(eps))  # one per token
+        normed = (wide * scale).to(x.dtype)
+        ctx.save_for_backward(x, weight, scale)
+        return weight * normed
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, scale = ctx.saved_tensors
+        wide = x.float()
+        grad_normed = (grad * weight).float()
+        normed = wide.mul_(scale)
+        # d/dx of x * rsqrt(mean(x^2) + eps): scale * (g - normed * mean(g * normed))
+        grad_x = (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True)).mul_(scale).to(x.dtype)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad * normed.to(x.dtype)).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
+        return grad_x, grad_weight, None
 
 
 def _plain_lora(module) -> str | None:
@@ -116,7 +142,7 @@ def _rms_norm_forward(module):
     weight, eps = module.weight, module.variance_epsilon
 
     def forward(hidden_states):
-        return F.rms_norm(hidden_states, weight.shape, weight, eps)
+        return RMSNorm.apply(hidden_states, weight, eps)
 
     return forward
 
@@ -124,7 +150,7 @@ def _rms_norm_forward(module):
 @contextlib.contextmanager
 def fused(model):
     """Route plain LoRA linears through `LoraLinear` and Llama-style RMSNorms through
-    `F.rms_norm` until exit; yields how many modules were rerouted."""
+    `RMSNorm` until exit; yields how many modules were rerouted."""
     patched = []
     for module in model.modules():
         name = _plain_lora(module)
