@@ -24,8 +24,8 @@ from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch,
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import Replay
 from hone.train.attention import attention_for_packing
-from hone.train.fused import fused
 from hone.train.checkpoint import TrainState, best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from hone.train.fused import fused
 from hone.train.guard import DivergenceGuard, apply_lr_scale, is_memory_error, memory_error, watch_eval
 from hone.train.loss import token_loss
 from hone.train.metrics import MetricsLog, ProgressBar

@@ -18,7 +18,6 @@ from hone.train.attention import packing_kwargs
 
 CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
 ROWS_MULTIPLE = 64  # scored rows are padded to a multiple of this (a few matmul shapes, not one per batch)
-USE_HEAD_LOSS = True
 
 
 def split_model(model):
@@ -53,7 +52,7 @@ def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
         rows = F.pad(rows, (0, 0, 0, filler))
         wanted = F.pad(wanted, (0, filler), value=IGNORE)
     step = max(ROWS_MULTIPLE, CHUNK_ELEMENTS // head.weight.shape[0] // ROWS_MULTIPLE * ROWS_MULTIPLE)
-    if USE_HEAD_LOSS and torch.is_grad_enabled() and type(head) is torch.nn.Linear and head.bias is None:
+    if torch.is_grad_enabled() and type(head) is torch.nn.Linear and head.bias is None:
         dtype = torch.get_autocast_dtype(rows.device.type) if torch.is_autocast_enabled(rows.device.type) else head.weight.dtype
         return HeadLoss.apply(rows, wanted, head.weight, softcap, step, dtype), count
     total = hidden.new_zeros((), dtype=torch.float32)
