@@ -171,9 +171,9 @@ def logits_bytes(arch: Arch, settings: MemorySettings, batch: BatchShape) -> flo
     """Peak bytes of the output projection and cross-entropy."""
     if settings.loss == "labelled_chunks":
         rows = min(batch.labelled, LOSS_CHUNK_ROWS)
-        # backward of one chunk: recomputed logits (compute dtype), their fp32 upcast, log-softmax,
-        # softmax and the gradient in fp32, and the gradient cast back (measured: 20 bytes per logit)
-        return rows * arch.vocab * (settings.compute_bytes + 18) + batch.labelled * arch.hidden * 4
+        # hone.train.loss.HeadLoss: one chunk's logits in fp32, turned into their gradient in
+        # place, and that gradient cast to the compute dtype (nothing is recomputed in backward)
+        return rows * arch.vocab * (4 + settings.compute_bytes) + batch.labelled * arch.hidden * 4
     tokens = batch.batch_size * batch.seq_len
     # every position's logits kept in bf16; one chunk of 8 upcast to fp32 with its softmax
     return tokens * arch.vocab * settings.compute_bytes + tokens / 8 * arch.vocab * 8
