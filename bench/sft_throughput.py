@@ -232,10 +232,13 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device, data: s
 
 
 def attention_backend(device: torch.device) -> str:
-    """TRL's attention: the same flash-attention test hone uses, else transformers' SDPA."""
-    from hone.train.attention import flash_attention_available
+    """TRL's attention: flash-attention on CUDA when installed (the test hone uses), else
+    transformers' SDPA. Written out here so the TRL worker never imports hone, whose import
+    sets process-wide defaults (the oneDNN cache caps in hone/__init__.py): TRL runs as its
+    users run it."""
+    import importlib.util
 
-    return "flash_attention_2" if flash_attention_available(device) else "sdpa"
+    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
 def save_lora(model, path: Path) -> None:

@@ -36,13 +36,17 @@ def loss_and_grads(model, batch, use_fused):
     return total.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}, n
 
 
+ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj", "o_proj", "down_proj"], ALL_LINEARS], ids=["some", "all"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "phi3"])
-def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family):
+def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family, targets):
     from tiny import make_model
 
     model = load_model(ModelArgs(path=str(make_model(tmp_path, family)), dtype="float32"))
     torch.manual_seed(0)
-    model = apply_method(model, AdapterArgs(method="lora", lora_rank=4, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
+    model = apply_method(model, AdapterArgs(method="lora", lora_rank=4, target_modules=targets))
     for name, param in model.named_parameters():
         if "lora_B" in name:  # PEFT starts B at zero; give the adapter something to contribute
             torch.nn.init.normal_(param, std=0.05)
@@ -50,9 +54,12 @@ def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family):
     expected, expected_grads, _ = loss_and_grads(model, batch, use_fused=False)
     got, grads, patched = loss_and_grads(model, batch, use_fused=True)
     lora_layers = sum(1 for m in model.modules() if hasattr(m, "lora_A"))
-    # Gemma's RMSNorm scales by (1 + weight), not weight: it must keep its own forward.
+    # Gemma's RMSNorm scales by (1 + weight), not weight, and its MLP uses GELU: both keep
+    # their own forward. Phi-3 has one fused gate_up_proj. Llama and Qwen2 MLPs with all
+    # three projections adapted run as one SwiGLU node (standing in for 3 LoRA layers).
     norms = 0 if family == "gemma" else sum(1 for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
-    assert patched == lora_layers + norms and lora_layers > 0
+    mlps = model.config.num_hidden_layers if family in ("llama", "qwen2") and targets == ALL_LINEARS else 0
+    assert patched == lora_layers - 3 * mlps + mlps + norms and lora_layers > 0
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-6, msg=name)

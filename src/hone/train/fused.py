@@ -30,6 +30,7 @@ import functools
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -56,11 +57,13 @@ class LoraLinear(torch.autograd.Function):
         grad_b = g.t() @ hidden  # out x rank (the scale is already inside `hidden`)
         grad_hidden = (g @ b).mul_(ctx.scale)  # tokens x rank
         grad_a = grad_hidden.t() @ flat  # rank x in
-        grad_x = g @ weight
-        grad_x.addmm_(grad_hidden, a)
+        grad_x = None
+        if ctx.needs_input_grad[0]:  # not for the first layer's projections of frozen embeddings
+            grad_x = g @ weight
+            grad_x = grad_x.addmm_(grad_hidden, a).view(*grad.shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype)
         grad_bias = g.sum(0) if ctx.bias_grad else None
         a_dtype, b_dtype = ctx.param_dtypes
-        return (grad_x.view(*grad.shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype), None, grad_bias,
+        return (grad_x, None, grad_bias,
                 grad_a.to(a_dtype), grad_b.to(b_dtype), None)
 
 
@@ -88,6 +91,64 @@ class RMSNorm(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_weight = (grad * normed.to(x.dtype)).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
         return grad_x, grad_weight, None
+
+
+class SwiGluLora(torch.autograd.Function):
+    """down(silu(gate(x)) * up(x)) where gate, up and down are plain LoRA linears, as one
+    node. Saves x, the gate and up outputs and the rank-sized intermediates; the product
+    fed to `down` is recomputed in backward rather than kept (3 bytes x intermediate size
+    per token less than the module path keeps)."""
+
+    @staticmethod
+    def forward(ctx, x, w_gate, w_up, w_down, a_gate, b_gate, a_up, b_up, a_down, b_down, scales):
+        dtype = w_gate.dtype
+        flat = x.reshape(-1, x.shape[-1]).to(dtype)
+        casts = [t.to(dtype) for t in (a_gate, b_gate, a_up, b_up, a_down, b_down)]
+        ag, bg, au, bu, ad, bd = casts
+        s_gate, s_up, s_down = scales
+        rank = ag.shape[0]
+        a_gate_up = torch.cat([ag, au])  # both adapters' A in one product
+        hidden = flat @ a_gate_up.t()
+        hidden[:, :rank].mul_(s_gate)
+        hidden[:, rank:].mul_(s_up)
+        gate = (flat @ w_gate.t()).addmm_(hidden[:, :rank], bg.t())
+        up = (flat @ w_up.t()).addmm_(hidden[:, rank:], bu.t())
+        act = F.silu(gate).mul_(up)
+        hidden_down = (act @ ad.t()).mul_(s_down)
+        out = (act @ w_down.t()).addmm_(hidden_down, bd.t())
+        ctx.save_for_backward(flat, gate, up, hidden, hidden_down, w_gate, w_up, w_down, a_gate_up, *casts[1:])
+        ctx.scales, ctx.rank, ctx.x_dtype = scales, rank, x.dtype
+        ctx.param_dtypes = [t.dtype for t in (a_gate, b_gate, a_up, b_up, a_down, b_down)]
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat, gate, up, hidden, hidden_down, w_gate, w_up, w_down, a_gate_up, bg, au, bu, ad, bd = ctx.saved_tensors
+        s_gate, s_up, s_down = ctx.scales
+        rank = ctx.rank
+        g = grad.reshape(-1, grad.shape[-1]).to(w_down.dtype)
+        # down
+        grad_bd = g.t() @ hidden_down
+        grad_hidden_down = (g @ bd).mul_(s_down)
+        silu = F.silu(gate)
+        grad_ad = grad_hidden_down.t() @ (silu * up)
+        grad_act = (g @ w_down).addmm_(grad_hidden_down, ad)
+        # silu(gate) * up
+        grad_up = grad_act * silu
+        del silu
+        grad_gate = torch.ops.aten.silu_backward(grad_act.mul_(up), gate)
+        del grad_act
+        # gate and up
+        grad_bg = grad_gate.t() @ hidden[:, :rank]
+        grad_bu = grad_up.t() @ hidden[:, rank:]
+        grad_hidden = torch.cat([(grad_gate @ bg).mul_(s_gate), (grad_up @ bu).mul_(s_up)], dim=1)
+        grad_a_gate_up = grad_hidden.t() @ flat
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_gate @ w_gate).addmm_(grad_up, w_up).addmm_(grad_hidden, a_gate_up)
+            grad_x = grad_x.view(*grad.shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype)
+        grads = (grad_a_gate_up[:rank], grad_bg, grad_a_gate_up[rank:], grad_bu, grad_ad, grad_bd)
+        return (grad_x, None, None, None, *(t.to(d) for t, d in zip(grads, ctx.param_dtypes)), None)
 
 
 def _plain_lora(module) -> str | None:
@@ -147,12 +208,55 @@ def _rms_norm_forward(module):
     return forward
 
 
+@functools.cache
+def _llama_mlp_source() -> str:
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    return inspect.getsource(LlamaMLP.forward)
+
+
+def _swiglu_lora_mlp(module) -> bool:
+    """True when `module` computes down(silu(gate(x)) * up(x)) (its forward is, word for word,
+    transformers' Llama MLP one) and its three projections are plain, bias-free LoRA linears
+    of one rank."""
+    projections = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+    if any(p is None or _plain_lora(p) is None or p.base_layer.bias is not None for p in projections):
+        return False
+    gate, up, _ = projections
+    if type(getattr(module, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation") \
+            or gate.lora_A[_plain_lora(gate)].weight.shape[0] != up.lora_A[_plain_lora(up)].weight.shape[0]:
+        return False
+    try:
+        return inspect.getsource(type(module).forward) == _llama_mlp_source()
+    except (OSError, TypeError, ImportError):
+        return False
+
+
+def _swiglu_forward(module):
+    gate, up, down = module.gate_proj, module.up_proj, module.down_proj
+    adapters = [(p.lora_A[_plain_lora(p)], p.lora_B[_plain_lora(p)], float(p.scaling[_plain_lora(p)])) for p in (gate, up, down)]
+    (ag, bg, sg), (au, bu, su), (ad, bd, sd) = adapters
+
+    def forward(x):
+        return SwiGluLora.apply(x, gate.base_layer.weight, up.base_layer.weight, down.base_layer.weight,
+                                ag.weight, bg.weight, au.weight, bu.weight, ad.weight, bd.weight, (sg, su, sd))
+
+    return forward
+
+
 @contextlib.contextmanager
 def fused(model):
     """Route plain LoRA linears through `LoraLinear` and Llama-style RMSNorms through
     `RMSNorm` until exit; yields how many modules were rerouted."""
-    patched = []
+    patched, inside = [], set()
     for module in model.modules():
+        if id(module) in inside:
+            continue
+        if _swiglu_lora_mlp(module):
+            module.forward = _swiglu_forward(module)
+            patched.append(module)
+            inside.update(id(m) for m in module.modules())
+            continue
         name = _plain_lora(module)
         if name is not None:
             module.forward = _forward_for(module, name)
