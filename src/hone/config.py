@@ -93,7 +93,7 @@ class TrainArgs:
     """Concatenate each micro-batch's examples into one row with no padding; positions
     restart and attention stays within each example, so the loss is the same as padded
     batches (tested) but no compute is spent on padding. `false`: padded, length-grouped batches."""
-    max_row_tokens: int = 2048
+    max_row_tokens: int = 1536
     """Packing only: a micro-batch's examples go into rows of at most this many tokens (an
     example longer than that gets a row of its own). Activation memory grows with the
     row, so this caps peak memory; the loss is unchanged (it is normalised over the whole
