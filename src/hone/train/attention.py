@@ -37,6 +37,9 @@ _flash_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
+_LAST_LAYOUT: dict = {}
+
+
 class _Layout:
     """Where each example of a packed row goes in a padded, length-grouped buffer.
 
@@ -49,7 +52,7 @@ class _Layout:
         padded = [n + (-n % LENGTH_MULTIPLE) for n in lengths]
         order = sorted(range(len(lengths)), key=lambda i: padded[i])
         self.groups: list[tuple[int, int, int]] = []  # (buffer offset, examples, padded length)
-        destination = [0] * bounds[-1]
+        destination, filler = [0] * bounds[-1], []
         offset = 0
         for i in order:
             if self.groups and self.groups[-1][2] == padded[i]:
@@ -58,13 +61,27 @@ class _Layout:
             else:
                 self.groups.append((offset, 1, padded[i]))
             destination[bounds[i] : bounds[i + 1]] = range(offset, offset + lengths[i])
+            filler.extend(range(offset + lengths[i], offset + padded[i]))
             offset += padded[i]
         self.size = offset
         self.index = torch.tensor(destination, device=device)
+        self.filler = torch.tensor(filler, device=device) if filler else None
+
+    @classmethod
+    def of(cls, bounds: list[int], device: torch.device) -> "_Layout":
+        """The layout for `bounds`, reused while consecutive calls (the layers of one row) share them."""
+        key = (tuple(bounds), device)
+        if _LAST_LAYOUT.get("key") != key:
+            _LAST_LAYOUT.update(key=key, layout=cls(bounds, device))
+        return _LAST_LAYOUT["layout"]
 
     def scatter(self, rows: torch.Tensor) -> torch.Tensor:
-        """(T, H, D) in row order -> zero-padded (size, H, D) buffer."""
-        buffer = rows.new_zeros(self.size, *rows.shape[1:])
+        """(T, H, D) in row order -> (size, H, D) buffer, zero in the filler. The filler must be
+        zero, not just unseen: the backward kernel multiplies filler queries' zero output
+        gradient with their outputs, and 0 * NaN from uninitialised memory would spread."""
+        buffer = rows.new_empty(self.size, *rows.shape[1:])
+        if self.filler is not None:
+            buffer.index_fill_(0, self.filler, 0)
         return buffer.index_copy_(0, self.index, rows)
 
     def gather(self, buffer: torch.Tensor) -> torch.Tensor:
@@ -84,7 +101,7 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bounds, scale):
-        layout = _Layout(bounds, query.device)
+        layout = _Layout.of(bounds, query.device)
         q, k, v = (layout.scatter(t[0].transpose(0, 1)) for t in (query, key, value))
         out = q.new_empty(q.shape)
         lses = []
