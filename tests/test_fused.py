@@ -42,8 +42,14 @@ ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 @pytest.mark.parametrize("targets", [["q_proj", "v_proj", "o_proj", "down_proj"], ALL_LINEARS], ids=["some", "all"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "phi3"])
-def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family, targets):
+def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, monkeypatch, family, targets):
     from tiny import make_model
+
+    import hone.train.fused as fused_module
+
+    groups = []  # q, k and v adapted together run as one node per layer
+    original_group = fused_module.SharedInputLora.forward
+    monkeypatch.setattr(fused_module.SharedInputLora, "forward", staticmethod(lambda ctx, *a: groups.append(1) or original_group(ctx, *a)))
 
     model = load_model(ModelArgs(path=str(make_model(tmp_path, family)), dtype="float32"))
     torch.manual_seed(0)
@@ -61,6 +67,7 @@ def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, family, t
     norms = 0 if family == "gemma" else sum(1 for m in model.modules() if type(m).__name__.endswith("RMSNorm"))
     mlps = model.config.num_hidden_layers if family in ("llama", "qwen2") and targets == ALL_LINEARS else 0
     assert patched == lora_layers - 3 * mlps + mlps + norms and lora_layers > 0
+    assert len(groups) == (model.config.num_hidden_layers if targets == ALL_LINEARS and family != "phi3" else 0)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
     for name, grad in grads.items():  # fp32 rounding differs (fused multiply-adds): judged against each gradient's scale
         want = expected_grads[name]

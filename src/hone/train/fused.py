@@ -68,6 +68,59 @@ class LoraLinear(torch.autograd.Function):
                 grad_a.to(a_dtype), grad_b.to(b_dtype), None)
 
 
+class SharedInputLora(torch.autograd.Function):
+    """Several plain LoRA linears applied to the same input (an attention layer's q, k and v
+    projections) as one node: one product with all their A matrices stacked, and one
+    input-gradient product with them in backward, where separate nodes make one each."""
+
+    @staticmethod
+    def forward(ctx, x, scales, *tensors):  # tensors: (weight, bias, lora_a, lora_b) per linear
+        layers = [tensors[i : i + 4] for i in range(0, len(tensors), 4)]
+        dtype = layers[0][0].dtype
+        flat = x.reshape(-1, x.shape[-1]).to(dtype)
+        a_all = torch.cat([a.to(dtype) for _, _, a, _ in layers])
+        hidden = flat @ a_all.t()  # tokens x (sum of ranks)
+        bs, outs, start = [], [], 0
+        for (weight, bias, a, b), scale in zip(layers, scales):
+            piece = hidden[:, start : start + a.shape[0]].mul_(scale)
+            b = b.to(dtype)
+            out = torch.addmm(bias.to(dtype), flat, weight.t()) if bias is not None else flat @ weight.t()
+            outs.append(out.addmm_(piece, b.t()).view(*x.shape[:-1], out.shape[-1]))
+            bs.append(b)
+            start += a.shape[0]
+        ctx.save_for_backward(flat, hidden, a_all, *bs, *(weight for weight, _, _, _ in layers))
+        ctx.scales, ctx.x_dtype, ctx.n = scales, x.dtype, len(layers)
+        ctx.ranks = [a.shape[0] for _, _, a, _ in layers]
+        ctx.param_dtypes = [(a.dtype, b.dtype) for _, _, a, b in layers]
+        ctx.bias_grad = [bias is not None and bias.requires_grad for _, bias, _, _ in layers]
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        flat, hidden, a_all, *rest = ctx.saved_tensors
+        bs, weights = rest[: ctx.n], rest[ctx.n :]
+        gs = [g.reshape(-1, g.shape[-1]).to(flat.dtype) for g in grads]
+        grad_hidden, param_grads, start = [], [], 0
+        for g, b, scale, rank, (a_dtype, b_dtype), bias_grad in zip(gs, bs, ctx.scales, ctx.ranks, ctx.param_dtypes, ctx.bias_grad):
+            grad_b = (g.t() @ hidden[:, start : start + rank]).to(b_dtype)
+            grad_hidden.append((g @ b).mul_(scale))
+            param_grads.append([None, g.sum(0) if bias_grad else None, None, grad_b])
+            start += rank
+        grad_hidden = torch.cat(grad_hidden, dim=1)
+        grad_a_all = grad_hidden.t() @ flat
+        start = 0
+        for grads_of, rank, (a_dtype, _) in zip(param_grads, ctx.ranks, ctx.param_dtypes):
+            grads_of[2] = grad_a_all[start : start + rank].to(a_dtype)
+            start += rank
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = gs[0] @ weights[0]
+            for g, weight in zip(gs[1:], weights[1:]):
+                grad_x.addmm_(g, weight)
+            grad_x = grad_x.addmm_(grad_hidden, a_all).view(*grads[0].shape[:-1], grad_x.shape[-1]).to(ctx.x_dtype)
+        return grad_x, None, *(t for grads_of in param_grads for t in grads_of)
+
+
 class RMSNorm(torch.autograd.Function):
     """weight * (x / rms(x)), normalised in fp32 and rounded to x's dtype before the weight,
     exactly as transformers' Llama RMSNorm computes it."""
@@ -309,6 +362,52 @@ def _swiglu_forward(module):
     return forward
 
 
+QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def _shared_input_group(module) -> list | None:
+    """An attention module's q, k and v projections when all three are plain LoRA linears
+    reading the same width (transformers' attention modules call them on one tensor)."""
+    projections = [getattr(module, name, None) for name in QKV]
+    if any(p is None or _plain_lora(p) is None for p in projections) \
+            or len({p.base_layer.in_features for p in projections}) != 1:
+        return None
+    return projections
+
+
+def _group_forwards(projections):
+    """Forwards for the projections of one shared-input group: the first computes every
+    output in one `SharedInputLora` node and keeps the others for the calls that follow on
+    the same input tensor; a call on any other input computes its own output alone."""
+    names = [_plain_lora(p) for p in projections]
+    tensors = [t for p, n in zip(projections, names)
+               for t in (p.base_layer.weight, p.base_layer.bias, p.lora_A[n].weight, p.lora_B[n].weight)]
+    scales = tuple(float(p.scaling[n]) for p, n in zip(projections, names))
+    alone = [_forward_for(p, n) for p, n in zip(projections, names)]
+    kept: dict = {}
+
+    def first(x, *args, **kwargs):
+        if args or kwargs:
+            return alone[0](x, *args, **kwargs)
+        outs = SharedInputLora.apply(x, scales, *tensors)
+        kept.clear()
+        kept.update(x=x, outs=dict(enumerate(outs[1:], start=1)))
+        return outs[0]
+
+    def later(i):
+        def forward(x, *args, **kwargs):
+            if not args and not kwargs and kept.get("x") is x and i in kept["outs"]:
+                out = kept["outs"].pop(i)
+                if not kept["outs"]:  # all handed out: let go of the input
+                    kept.clear()
+                return out
+            return alone[i](x, *args, **kwargs)
+
+        return forward
+
+    return [first] + [later(i) for i in range(1, len(projections))]
+
+
 @contextlib.contextmanager
 def fused(model):
     """Route plain LoRA linears through `LoraLinear` and Llama-style RMSNorms through
@@ -322,6 +421,12 @@ def fused(model):
             patched.append(module)
             inside.update(id(m) for m in module.modules())
             continue
+        group = _shared_input_group(module)
+        if group is not None:
+            for projection, forward in zip(group, _group_forwards(group)):
+                projection.forward = forward
+                patched.append(projection)
+                inside.add(id(projection))
         name = _plain_lora(module)
         if name is not None:
             module.forward = _forward_for(module, name)
