@@ -97,7 +97,9 @@ class TrainArgs:
     """Packing only: a micro-batch's examples go into rows of at most this many tokens (an
     example longer than that gets a row of its own). Activation memory grows with the
     row, so this caps peak memory; the loss is unchanged (it is normalised over the whole
-    step, and attention never crosses examples). 0: one row per micro-batch."""
+    step, and attention never crosses examples). 0: one row per micro-batch. Longer rows
+    are faster (fewer passes over the weights); on the benchmark 1536 ran as fast as 2048
+    with 80 MB less."""
     compile: bool = False
     """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
     spike_factor: float = 3.0
