@@ -233,9 +233,8 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device, data: s
 
 def attention_backend(device: torch.device) -> str:
     """TRL's attention: flash-attention on CUDA when installed (the test hone uses), else
-    transformers' SDPA. Written out here so the TRL worker never imports hone, whose import
-    sets process-wide defaults (the oneDNN cache caps in hone/__init__.py): TRL runs as its
-    users run it."""
+    transformers' SDPA. Written out here so the TRL worker never imports hone: TRL runs as
+    its users run it."""
     import importlib.util
 
     return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
