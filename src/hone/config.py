@@ -101,7 +101,8 @@ class TrainArgs:
     are faster (fewer passes over the weights) and use more memory: on the benchmark, rows
     of 1536 peaked about 190 MB higher than 1024."""
     compile: bool = False
-    """`torch.compile` the decoder layers. Pays off on long runs (compiling takes minutes on a CPU)."""
+    """`torch.compile` the decoder layers. On CPU it measured slower than hone's fused
+    layers (compiling takes minutes; see docs/engine.md), so it is off by default."""
     spike_factor: float = 3.0
     """Divergence guard: a step loss above this many times the recent average (or NaN/inf) rolls
     back to the last good state and lowers the learning rate. 0 turns spike detection off."""

@@ -16,6 +16,10 @@ Only plain LoRA is rerouted: one active adapter, no dropout, no DoRA or other va
 unquantised `nn.Linear` base. Anything else keeps PEFT's own forward. The saved adapter is
 PEFT's, unchanged: only how its forward and backward are computed differs.
 
+Where one input feeds several of them, they share one node: an attention layer's q, k and
+v projections (`SharedInputLora`), and a Llama-style SwiGLU MLP's gate, up and down with
+the activation between them (`SwiGluLora`). Llama's rotary embedding runs as `Rotary`.
+
 RMSNorm layers whose forward is transformers' Llama one (Llama, Qwen2, Mistral, Phi-3 and
 the other copies of it) run as `RMSNorm`: the same fp32 arithmetic, but backward keeps the
 input in the compute dtype plus one fp32 scale per token, not an fp32 copy of the input
@@ -236,27 +240,27 @@ def _rotate(x, cos, sin, transposed: bool):
 
 
 @functools.cache
-def _llama_rotary_sources() -> tuple[str, str]:
+def _llama_source(path: str) -> str:
+    """Source of `path` (e.g. "LlamaMLP.forward") in transformers' modeling_llama."""
     from transformers.models.llama import modeling_llama
 
-    return inspect.getsource(modeling_llama.apply_rotary_pos_emb), inspect.getsource(modeling_llama.rotate_half)
+    return inspect.getsource(functools.reduce(getattr, path.split("."), modeling_llama))
+
+
+def _is_llama_code(function, path: str) -> bool:
+    """True when `function`'s source is, word for word, transformers' Llama `path`."""
+    try:
+        return function is not None and inspect.getsource(function) == _llama_source(path)
+    except (OSError, TypeError, ImportError):
+        return False
 
 
 def _rotary_modules(model) -> list:
     """The modeling modules (modeling_llama, modeling_qwen2, ...) of `model` whose
     `apply_rotary_pos_emb` and `rotate_half` are, word for word, Llama's."""
-    found = []
-    for name in {type(m).__module__ for m in model.modules()}:
-        module = sys.modules.get(name)
-        functions = [getattr(module, f, None) for f in ("apply_rotary_pos_emb", "rotate_half")]
-        if any(f is None for f in functions) or module in found:
-            continue
-        try:
-            if tuple(inspect.getsource(f) for f in functions) == _llama_rotary_sources():
-                found.append(module)
-        except (OSError, TypeError, ImportError):
-            continue
-    return found
+    modules = {sys.modules.get(type(m).__module__) for m in model.modules()}
+    return [module for module in modules if all(_is_llama_code(getattr(module, name, None), name)
+                                                for name in ("apply_rotary_pos_emb", "rotate_half"))]
 
 
 def _rotary_for(original):
@@ -300,21 +304,10 @@ def _forward_for(module, name: str):
     return forward
 
 
-@functools.cache
-def _llama_rms_norm_source() -> str:
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    return inspect.getsource(LlamaRMSNorm.forward)
-
-
 def _plain_rms_norm(module) -> bool:
     """True when `module` is an RMSNorm whose forward is, word for word, transformers' Llama one."""
-    if not type(module).__name__.endswith("RMSNorm") or not isinstance(getattr(module, "variance_epsilon", None), float):
-        return False
-    try:
-        return inspect.getsource(type(module).forward) == _llama_rms_norm_source()
-    except (OSError, TypeError, ImportError):
-        return False
+    return type(module).__name__.endswith("RMSNorm") and isinstance(getattr(module, "variance_epsilon", None), float) \
+        and _is_llama_code(type(module).forward, "LlamaRMSNorm.forward")
 
 
 def _rms_norm_forward(module):
@@ -326,33 +319,26 @@ def _rms_norm_forward(module):
     return forward
 
 
-@functools.cache
-def _llama_mlp_source() -> str:
-    from transformers.models.llama.modeling_llama import LlamaMLP
-
-    return inspect.getsource(LlamaMLP.forward)
+MLP = ("gate_proj", "up_proj", "down_proj")
 
 
 def _swiglu_lora_mlp(module) -> bool:
     """True when `module` computes down(silu(gate(x)) * up(x)) (its forward is, word for word,
     transformers' Llama MLP one) and its three projections are plain, bias-free LoRA linears
     of one rank."""
-    projections = [getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
-    if any(p is None or _plain_lora(p) is None or p.base_layer.bias is not None for p in projections):
+    projections = [getattr(module, name, None) for name in MLP]
+    names = [_plain_lora(p) if p is not None else None for p in projections]
+    if None in names or any(p.base_layer.bias is not None for p in projections):
         return False
-    gate, up, _ = projections
-    if type(getattr(module, "act_fn", None)).__name__ not in ("SiLU", "SiLUActivation") \
-            or gate.lora_A[_plain_lora(gate)].weight.shape[0] != up.lora_A[_plain_lora(up)].weight.shape[0]:
-        return False
-    try:
-        return inspect.getsource(type(module).forward) == _llama_mlp_source()
-    except (OSError, TypeError, ImportError):
-        return False
+    (gate, up, _), (gate_name, up_name, _) = projections, names
+    return type(getattr(module, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation") \
+        and gate.lora_A[gate_name].weight.shape[0] == up.lora_A[up_name].weight.shape[0] \
+        and _is_llama_code(type(module).forward, "LlamaMLP.forward")
 
 
 def _swiglu_forward(module):
-    gate, up, down = module.gate_proj, module.up_proj, module.down_proj
-    adapters = [(p.lora_A[_plain_lora(p)], p.lora_B[_plain_lora(p)], float(p.scaling[_plain_lora(p)])) for p in (gate, up, down)]
+    gate, up, down = (getattr(module, name) for name in MLP)
+    adapters = [(p.lora_A[n], p.lora_B[n], float(p.scaling[n])) for p, n in ((p, _plain_lora(p)) for p in (gate, up, down))]
     (ag, bg, sg), (au, bu, su), (ad, bd, sd) = adapters
 
     def forward(x):
@@ -410,8 +396,10 @@ def _group_forwards(projections):
 
 @contextlib.contextmanager
 def fused(model):
-    """Route plain LoRA linears through `LoraLinear` and Llama-style RMSNorms through
-    `RMSNorm` until exit; yields how many modules were rerouted."""
+    """Until exit: Llama-style SwiGLU MLPs of plain LoRA linears run as `SwiGluLora`, an
+    attention layer's plain LoRA q/k/v as one `SharedInputLora`, other plain LoRA linears as
+    `LoraLinear`, Llama-style RMSNorms as `RMSNorm`, and Llama's rotary function as
+    `Rotary`. Yields how many modules were rerouted."""
     patched, inside = [], set()
     for module in model.modules():
         if id(module) in inside:
