@@ -10,7 +10,7 @@ import torch
 
 import hone.train.loop as loop
 from hone.config import AdapterArgs, ModelArgs, ReplayArgs, TrainArgs
-from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
+from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, row_length, split_rows
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import load_replay
 from hone.errors import HoneError
@@ -48,6 +48,19 @@ def test_pack_batch_restarts_positions_and_never_scores_across_examples():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9]]
     assert batch["seq_lengths"].tolist() == [3, 2]
+
+
+def test_packed_rows_take_few_lengths_and_little_filler():
+    lengths = [row_length(n, 128) for n in range(1, 4097)]
+    assert all(length >= n for n, length in zip(range(1, 4097), lengths))
+    assert lengths == sorted(lengths)
+    # the filler stays under the minimum, or under an eighth of the row past 8x the minimum
+    assert all(length - n < max(128, length / 8) for n, length in zip(range(1, 4097), lengths))
+    # 4096 token counts map onto 24 row lengths (a multiple of 128 up to 2048, then of 256)
+    assert len(set(lengths)) == 24
+    batch = pack_batch([Tokenized(list(range(10, 710)), list(range(10, 710)))], pad_id=0, multiple=64)
+    assert batch["input_ids"].shape[1] == 704 and batch["seq_lengths"].tolist() == [700, 4]
+    assert batch["labels"][0, 700:].eq(IGNORE).all()
 
 
 def test_packed_loss_and_gradients_equal_the_per_example_ones(tiny_llama):

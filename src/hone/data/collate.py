@@ -81,22 +81,34 @@ def split_rows(items: list[Tokenized], max_tokens: int) -> list[list[Tokenized]]
     return rows + [row] if row else rows
 
 
+def row_length(tokens: int, minimum: int = 64) -> int:
+    """`tokens` rounded up to the length a packed row gets: a multiple of an eighth of the
+    power of two at or below it, and of `minimum` (64 -> 64, 700 -> 704, 1100 -> 1152, 2100 -> 2304).
+    Rows then take at most ~8 lengths per doubling: on CPU the matmul library keeps compiled
+    kernels for every shape it meets (~20 MB per new row length on a 512-wide model), and
+    the filler stays under `minimum`, or under 1/8 of a row past 8x `minimum`."""
+    if tokens <= minimum:
+        return minimum
+    step = max(minimum, (1 << (tokens.bit_length() - 1)) // 8)
+    return -(-tokens // step) * step
+
+
 def pack_batch(items: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
     """Concatenate `items` into one row (1, T) with no padding between examples.
 
     Each example's first label is set to IGNORE: nothing before it in its own sequence
     predicts it, and it must not be scored from the previous example's last token.
     `seq_lengths` (n_examples,) lets attention isolate examples; `position_ids` restart.
-    With `multiple` > 1 a filler segment (no labels) rounds T up: a few distinct shapes
-    instead of one per batch, which on CPU saves the matmul library's per-shape kernels
-    (measured ~60 MB and a slower step for each new shape)."""
+    With `multiple` > 1 a filler segment (no labels) rounds T up to `row_length(T, multiple)`:
+    a few distinct shapes instead of one per batch, which on CPU saves the matmul library's
+    per-shape kernels (see `row_length`)."""
     ids, labels, positions = [], [], []
     lengths = [len(item.input_ids) for item in items]
     for item in items:
         ids += item.input_ids
         labels += [IGNORE] + list(item.labels[1:])
         positions += range(len(item.input_ids))
-    filler = -len(ids) % multiple
+    filler = row_length(len(ids), multiple) - len(ids) if multiple > 1 else 0
     if filler:
         ids += [pad_id] * filler
         labels += [IGNORE] * filler

@@ -39,11 +39,12 @@ class StepTiming:
 
 def processed_tokens(items: list[Tokenized], packing: bool) -> int:
     """Tokens the model runs over for one micro-batch, as `hone.train.loop.make_batch` builds it."""
+    from hone.data.collate import row_length
     from hone.train.loop import PACK_MULTIPLE
 
     lengths = [len(item.input_ids) for item in items]
     if packing:
-        return -(-sum(lengths) // PACK_MULTIPLE) * PACK_MULTIPLE
+        return row_length(sum(lengths), PACK_MULTIPLE)
     return max(lengths) * len(lengths)
 
 
