@@ -7,8 +7,8 @@ Both systems train the same ~30M-parameter Llama-architecture model (random init
 seeded config, 8K vocabulary) with the same LoRA configuration on the same synthetic chat
 data (long-tailed lengths: median ~110 tokens, max ~800) for one epoch, i.e. the same
 trained (labelled) tokens. TRL runs in several configurations (padding, padding_free,
-packing, fp32/bf16) on a probe; the two best run in full and the faster is compared with hone. Each system runs in its own
-subprocess so peak resident memory is its own. Eval loss is computed afterwards by the
+packing, fp32/bf16) on a probe; the two best run in full and the faster is compared with
+hone. Each system runs in its own subprocess so peak resident memory is its own. Eval loss is computed afterwards by the
 same fp32 function for every system's adapter.
 """
 

@@ -15,6 +15,7 @@ SDPA once per example.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,6 @@ FP32_BACKWARD_MAX = 512
 
 _flash_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-
-
-_LAST_LAYOUT: dict = {}
 
 
 class _Layout:
@@ -67,13 +65,11 @@ class _Layout:
         self.index = torch.tensor(destination, device=device)
         self.filler = torch.tensor(filler, device=device) if filler else None
 
-    @classmethod
-    def of(cls, bounds: list[int], device: torch.device) -> "_Layout":
-        """The layout for `bounds`, reused while consecutive calls (the layers of one row) share them."""
-        key = (tuple(bounds), device)
-        if _LAST_LAYOUT.get("key") != key:
-            _LAST_LAYOUT.update(key=key, layout=cls(bounds, device))
-        return _LAST_LAYOUT["layout"]
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def of(bounds: tuple[int, ...], device: torch.device) -> "_Layout":
+        """The layout for `bounds`, built once for the consecutive calls (the layers of one row) that share them."""
+        return _Layout(list(bounds), device)
 
     def scatter(self, rows: torch.Tensor) -> torch.Tensor:
         """(T, H, D) in row order -> (size, H, D) buffer, zero in the filler. The filler must be
@@ -101,7 +97,7 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bounds, scale):
-        layout = _Layout.of(bounds, query.device)
+        layout = _Layout.of(tuple(bounds), query.device)
         q, k, v = (layout.scatter(t[0].transpose(0, 1)) for t in (query, key, value))
         out = q.new_empty(q.shape)
         lses = []

@@ -105,7 +105,7 @@ class SharedInputLora(torch.autograd.Function):
         bs, weights = rest[: ctx.n], rest[ctx.n :]
         gs = [g.reshape(-1, g.shape[-1]).to(flat.dtype) for g in grads]
         grad_hidden, param_grads, start = [], [], 0
-        for g, b, scale, rank, (a_dtype, b_dtype), bias_grad in zip(gs, bs, ctx.scales, ctx.ranks, ctx.param_dtypes, ctx.bias_grad):
+        for g, b, scale, rank, (_, b_dtype), bias_grad in zip(gs, bs, ctx.scales, ctx.ranks, ctx.param_dtypes, ctx.bias_grad):
             grad_b = (g.t() @ hidden[:, start : start + rank]).to(b_dtype)
             grad_hidden.append((g @ b).mul_(scale))
             param_grads.append([None, g.sum(0) if bias_grad else None, None, grad_b])
