@@ -7,8 +7,9 @@ Both systems train the same ~30M-parameter Llama-architecture model (random init
 seeded config, 8K vocabulary) with the same LoRA configuration on the same synthetic chat
 data (long-tailed lengths: median ~110 tokens, max ~800) for one epoch, i.e. the same
 trained (labelled) tokens. TRL runs in several configurations (padding, padding_free,
-packing, fp32/bf16) on a probe; the two best run in full and the faster is compared with
-hone. Each system runs in its own subprocess so peak resident memory is its own. Eval loss is computed afterwards by the
+packing; fp32/bf16; packing also with TRL's default gradient checkpointing) on a probe; the
+two best run in full and the faster is compared with hone. Each system runs in its own
+subprocess so peak resident memory is its own. Eval loss is computed afterwards by the
 same fp32 function for every system's adapter.
 """
 
@@ -169,19 +170,17 @@ def peak_memory_mb(device: torch.device) -> dict:
 # ---------------------------------------------------------------- workers (one subprocess each)
 
 
-def run_trl(work: Path, spec: Spec, variant: str, device: torch.device, data: str) -> dict:
-    """TRL's SFTTrainer; `variant` is `<batching>-<dtype>`, batching in padding/padding_free/packing."""
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+def trl_config(work: Path, spec: Spec, variant: str, device: torch.device):
+    """TRL's SFTConfig for `variant`: `<batching>-<dtype>[-gc]`, batching in padding/padding_free/
+    packing. `-gc` keeps TRL's default gradient checkpointing (SFTConfig turns it on: less
+    memory, ~20% slower here); without it checkpointing is off, as hone trains by default."""
+    from trl import SFTConfig
 
-    batching, dtype = variant.split("-")
-    train = json.loads((work / f"{data}.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation=attention_backend(device))
-    tokenizer = AutoTokenizer.from_pretrained(work / "model")
+    batching, dtype, *options = variant.split("-")
+    if batching not in ("padding", "padding_free", "packing") or dtype not in ("fp32", "bf16") or set(options) - {"gc"}:
+        raise ValueError(f"unknown TRL variant {variant!r}: expected <padding|padding_free|packing>-<fp32|bf16>[-gc]")
     packing = batching == "packing"
-    config = SFTConfig(
+    return SFTConfig(
         output_dir=str(work / f"trl-{variant}"), num_train_epochs=1, learning_rate=spec.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=spec.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0,
         per_device_train_batch_size=1 if packing else spec.examples_per_step,
@@ -189,9 +188,23 @@ def run_trl(work: Path, spec: Spec, variant: str, device: torch.device, data: st
         # packing: rows of about the tokens of 8 examples; padding_free wants the data pre-truncated (it is)
         max_length=spec.tokens_per_step if packing else None if batching == "padding_free" else spec.max_length,
         train_sampling_strategy="group_by_length" if batching == "padding" else "random",
+        gradient_checkpointing="gc" in options,
         bf16=dtype == "bf16", use_cpu=device.type == "cpu", save_strategy="no", report_to="none",
         logging_steps=10_000, seed=spec.seed, dataloader_num_workers=0, disable_tqdm=True,
     )
+
+
+def run_trl(work: Path, spec: Spec, variant: str, device: torch.device, data: str) -> dict:
+    """TRL's SFTTrainer in the configuration `variant` (see `trl_config`)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    train = json.loads((work / f"{data}.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation=attention_backend(device))
+    tokenizer = AutoTokenizer.from_pretrained(work / "model")
+    config = trl_config(work, spec, variant, device)
     peft = LoraConfig(r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=0.0, target_modules=lora_targets(), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer, peft_config=peft)
     sync(device)
@@ -307,7 +320,9 @@ def spawn(system: str, variant: str, work: Path, data: str, threads: int, timeou
 
 def trl_variants(device: torch.device, quick: bool) -> list[str]:
     fast = "bf16"
-    base = ["padding-fp32", "padding-bf16", "padding_free-bf16", "packing-bf16"]
+    # every batching without gradient checkpointing (the fast choice), plus TRL's defaults
+    # with it (the lean choice): TRL's best is whichever is fastest in full
+    base = ["padding-fp32", "padding-bf16", "padding_free-bf16", "packing-bf16", "packing-bf16-gc"]
     if quick:
         return ["padding-fp32", "packing-bf16"]
     return base if device.type == "cpu" else [f"{b}-{fast}" for b in ("padding", "padding_free", "packing")]

@@ -19,3 +19,29 @@ def test_quick_benchmark_prints_the_table(tmp_path):
     out = result.stdout
     for text in ("TRL configurations, ranked", "trl padding-fp32", "trl packing-bf16", "hone default", "hone / TRL best: tokens/s"):
         assert text in out, text
+
+
+def _bench_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_throughput", ROOT / "bench" / "sft_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trl_variants_set_gradient_checkpointing_explicitly(tmp_path):
+    """TRL's SFTConfig turns gradient checkpointing on by default (~20% slower on the benchmark):
+    a variant without `-gc` must turn it off, or TRL's 'best' row is not its fastest."""
+    import torch
+
+    bench = _bench_module()
+    cpu = torch.device("cpu")
+    fast = bench.trl_config(tmp_path, bench.Spec(), "packing-bf16", cpu)
+    lean = bench.trl_config(tmp_path, bench.Spec(), "packing-bf16-gc", cpu)
+    assert fast.gradient_checkpointing is False and lean.gradient_checkpointing is True
+    assert fast.packing and fast.bf16 and not bench.trl_config(tmp_path, bench.Spec(), "padding-fp32", cpu).bf16
+    assert {"packing-bf16", "packing-bf16-gc"} <= set(bench.trl_variants(cpu, quick=False))
+    with pytest.raises(ValueError, match="unknown TRL variant"):
+        bench.trl_config(tmp_path, bench.Spec(), "packing-bf16-fast", cpu)
