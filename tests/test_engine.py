@@ -85,6 +85,47 @@ def test_packed_loss_and_gradients_equal_the_per_example_ones(tiny_llama):
             torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("fused_layers", [False, True])
+def test_last_mlp_runs_only_on_scored_positions_and_changes_nothing(tiny_llama, fused_layers, monkeypatch):
+    """Long prompts, short answers: the last layer's MLP sees a packed row's length of rows,
+    not every position, and the loss and gradients equal the per-example ones."""
+    from hone.train import fused as fused_module
+    from hone.train.fused import fused
+
+    model = lora_model(tiny_llama)
+    rng = random.Random(5)
+    items = []
+    for _ in range(10):
+        ids = [rng.randrange(5, 300) for _ in range(40)]
+        items.append(Tokenized(ids, [IGNORE] * 37 + ids[37:]))
+    total, count = torch.zeros(()), 0
+    for item in items:
+        loss, n = token_loss(model, pad_batch([item], pad_id=3))
+        total, count = total + loss, count + n
+    total.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    last_mlp = model.get_base_model().model.layers[-1].mlp
+    seen = []  # rows each MLP runs on, in layer order
+    hook = last_mlp.down_proj.base_layer.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    swiglu = fused_module.SwiGluLora.apply
+    monkeypatch.setattr(fused_module.SwiGluLora, "apply", lambda x, *rest: seen.append(x.reshape(-1, x.shape[-1]).shape[0]) or swiglu(x, *rest))
+    with attention_for_packing(model, torch.device("cpu")), fused(model) if fused_layers else contextlib.nullcontext():
+        had_forward = "forward" in last_mlp.__dict__
+        packed, packed_count = token_loss(model, pack_batch(items))
+        assert ("forward" in last_mlp.__dict__) == had_forward  # put back as it was
+    packed.backward()
+    hook.remove()
+    # 10 x 3 scored positions, rounded to a row length, not all 400 (the fused MLP is one
+    # node for every layer; the module path hooks only the last layer's down projection)
+    assert seen == ([400, 128] if fused_layers else [128])
+    assert packed_count == count
+    torch.testing.assert_close(packed, total, rtol=1e-6, atol=1e-5)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)
+
+
 def test_packed_attention_isolates_examples(tiny_llama):
     """Changing one example's tokens leaves the other example's loss untouched."""
     model = lora_model(tiny_llama)

@@ -39,8 +39,7 @@ class StepTiming:
 
 def processed_tokens(items: list[Tokenized], packing: bool) -> int:
     """Tokens the model runs over for one micro-batch, as `hone.train.loop.make_batch` builds it."""
-    from hone.data.collate import row_length
-    from hone.train.loop import PACK_MULTIPLE
+    from hone.data.collate import PACK_MULTIPLE, row_length
 
     lengths = [len(item.input_ids) for item in items]
     if packing:

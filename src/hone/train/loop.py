@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from hone.config import TrainArgs
-from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
+from hone.data.collate import PACK_MULTIPLE, epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import Replay
 from hone.train.attention import attention_for_packing
@@ -232,11 +232,6 @@ def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, ma
     optimizer.zero_grad(set_to_none=True)
     return loss, tokens
 
-
-# Packed rows are rounded up to a multiple of at least this many tokens (see row_length).
-# Measured on the benchmark: 128 instead of 64 halves the distinct row shapes, and with them
-# the kernels the matmul library caches (~20 MB each), which paid for rows of 1536.
-PACK_MULTIPLE = 128
 
 
 def make_batch(items: list[Tokenized], pad_id: int, layout: str) -> dict[str, torch.Tensor]:
