@@ -136,9 +136,13 @@ class RMSNorm(torch.autograd.Function):
         source = x if x.dtype in (torch.bfloat16, torch.float16) else x.float()  # float64 rounds to fp32, as transformers does
         norm = torch.linalg.vector_norm(source, dim=-1, keepdim=True, dtype=torch.float32)
         scale = norm.pow_(2).div_(x.shape[-1]).add_(eps).rsqrt_()
-        normed = x.to(torch.float32, copy=True).mul_(scale).to(x.dtype)
         ctx.save_for_backward(x, weight, scale)
-        return weight * normed
+        return weight * RMSNorm.normed(x, scale)
+
+    @staticmethod
+    def normed(x, scale):
+        """x * scale in fp32, rounded to x's dtype (before the weight, as Llama's norm rounds)."""
+        return x.to(torch.float32, copy=True).mul_(scale).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -150,8 +154,7 @@ class RMSNorm(torch.autograd.Function):
         grad_x = torch.mul(grad_normed, scale).addcmul_(x, scale.pow(3).mul_(dot).div_(x.shape[-1]), value=-1).to(x.dtype)
         grad_weight = None
         if ctx.needs_input_grad[1]:
-            normed = (x.float() * scale).to(x.dtype)
-            grad_weight = (grad * normed).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
+            grad_weight = (grad * RMSNorm.normed(x, scale)).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
         return grad_x, grad_weight, None
 
 
