@@ -331,3 +331,28 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_llama, tmp_path):
         weights.append([p.detach().clone() for p in model.parameters() if p.requires_grad])
     for a, b in zip(*weights):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_kept_heap_reuses_freed_blocks_instead_of_faulting_them_in_again():
+    import resource
+
+    from hone.train.heap import kept_heap
+
+    def faults_of_reallocating():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for i in range(40):  # sizes that change, as a training step's tensors do
+            torch.empty(400_000 + 1000 * i).fill_(1.0)
+            torch.empty(700_000 + 1000 * i).fill_(1.0)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    with kept_heap() as kept:
+        faults_of_reallocating()  # the heap grows once
+        inside = faults_of_reallocating()
+    after = faults_of_reallocating()
+    if not kept:  # only where the C library is not glibc, and then it must say so
+        from hone.train.heap import _glibc
+
+        assert _glibc() is None
+        return
+    assert after > 10 * max(inside, 10), (inside, after)  # ~1100 pages a round trip outside; none inside
+

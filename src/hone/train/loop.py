@@ -27,6 +27,7 @@ from hone.train.attention import attention_for_packing
 from hone.train.checkpoint import TrainState, best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from hone.train.fused import fused
 from hone.train.guard import DivergenceGuard, apply_lr_scale, is_memory_error, memory_error, watch_eval
+from hone.train.heap import kept_heap
 from hone.train.loss import token_loss
 from hone.train.metrics import MetricsLog, ProgressBar
 from hone.train.schedule import warmup_cosine
@@ -143,7 +144,7 @@ def prepared(setup: Setup, args: TrainArgs):
             layer.compile(dynamic=True)
     attention = attention_for_packing(setup.model, setup.device) if args.packing else contextlib.nullcontext()
     try:
-        with attention, lora_in_compute_dtype(setup), fused(setup.model):
+        with attention, lora_in_compute_dtype(setup), fused(setup.model), kept_heap():
             yield
     except (RuntimeError, MemoryError) as exc:
         if not is_memory_error(exc):
