@@ -122,6 +122,33 @@ def test_packed_attention_matches_per_example_attention(dtype, tolerance):
         assert relative(got, want) < tolerance
 
 
+def test_matmul_attention_backward_matches_the_exact_gradient(monkeypatch):
+    import hone.train.attention as attention_module
+
+    calls = []
+    original = attention_module._matmul_backward
+    monkeypatch.setattr(attention_module, "_matmul_backward", lambda *a: calls.append(a[1].shape) or original(*a))
+    # four examples padded to 128 (one group above the score threshold), one of 320, and two
+    # short ones whose group stays on the flash kernel; grouped-query heads; large scores
+    lengths = [100, 128, 70, 300, 20, 127, 9]
+    bounds = [0]
+    for n in lengths:
+        bounds.append(bounds[-1] + n)
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 4, 2, 64
+    query = (3 * torch.randn(1, bounds[-1], heads, dim)).transpose(1, 2).to(torch.bfloat16).requires_grad_()
+    key, value = (torch.randn(1, bounds[-1], kv_heads, dim).transpose(1, 2).to(torch.bfloat16).requires_grad_() for _ in range(2))
+    grad = torch.randn(1, bounds[-1], heads, dim, dtype=torch.bfloat16)
+    out = PackedAttention.apply(query, key, value, bounds, None)
+    grads = torch.autograd.grad(out, (query, key, value), grad)
+    assert sorted(shape[0] * shape[2] for shape in calls) == [320, 4 * 128]  # (examples, heads, length, dim)
+    leaves, ref = reference_attention(query, key, value, bounds)
+    ref_grads = torch.autograd.grad(ref, leaves, grad.double())
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+        assert ((got.double() - want).abs().max() / want.abs().max()).item() < 2e-2
+
+
 @pytest.mark.parametrize("softcap", [None, 20.0])
 def test_head_loss_matches_the_chunked_loss_with_a_trained_head(softcap):
     torch.manual_seed(0)
