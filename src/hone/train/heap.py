@@ -3,14 +3,15 @@
 A training step allocates and frees the same large tensors over and over. By default glibc
 hands blocks above a moving threshold straight back to the kernel (`munmap`, or trimming
 the heap top), so the next step's tensor of the same size is fresh memory again, and every
-4 KB page of it is a page fault on first touch: 527K faults in one benchmark fit, ~1.4 us
-each on the 2-core benchmark machine. Keeping freed blocks in the heap removed 40% of those
-faults, and it is what makes the batched-matmul attention backward (`hone.train.attention`)
-pay off: its score-sized buffers otherwise fault on every call (0.65 vs 0.17 ms for one
-product). Peak resident memory is what it was: freed blocks are reused, not added to.
+4 KB page of it is a page fault on first touch: 500-620K faults in one benchmark fit, ~1.4
+us each on the 2-core benchmark machine. Keeping freed blocks in the heap took that to about
+310K (most of the rest is the first touch of the peak), and it is what makes the
+batched-matmul attention backward (`hone.train.attention`) pay off: its score-sized buffers
+otherwise fault on every call (0.65 vs 0.17 ms for one product). Freed blocks are reused,
+not added to: the benchmark's peak went from 1180 to 1193-1206 MB.
 
-On exit the defaults' thresholds are set again and the heap is trimmed. No effect where
-the C library is not glibc.
+On exit both thresholds go back to glibc's default values (its dynamic adjustment of them
+stays off) and the heap is trimmed. No effect where the C library is not glibc.
 """
 
 from __future__ import annotations
