@@ -356,9 +356,3 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_them_in_again():
         return
     assert after > 10 * max(inside, 10), (inside, after)  # ~1100 pages a round trip outside; none inside
 
-
-def test_optimizer_is_torchs_fused_adamw_on_cpu(tiny_llama):
-    model = apply_method(load_model(ModelArgs(path=str(tiny_llama), dtype="float32")), AdapterArgs(method="lora", lora_rank=4))
-    optimizer, _ = loop.build_optimizer(model, TrainArgs(output_dir="unused"), 10)
-    assert optimizer.param_groups[0]["fused"] is True
-    assert loop.fused_adam_works([torch.zeros(2, device="meta")]) is False  # no fused kernel there: torch's loop

@@ -86,18 +86,9 @@ def plan_steps(n_items: int, args: TrainArgs) -> tuple[int, int]:
 
 def build_optimizer(model, args: TrainArgs, total_steps: int):
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay, fused=fused_adam_works(params))
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     warmup = math.ceil(args.warmup_ratio * total_steps) if args.warmup_ratio > 0 else 0
     return optimizer, warmup_cosine(optimizer, total_steps, min(warmup, total_steps - 1), args.min_lr_ratio)
-
-
-def fused_adam_works(params) -> bool:
-    """True when torch's fused AdamW kernel takes these parameters (floating point, on CPU
-    or CUDA, one device type): one kernel for every tensor's update instead of a loop of a
-    dozen ops per tensor (1.4 vs 8.3 ms a step for the benchmark's 112 LoRA tensors, 2
-    cores). Same update as the loop, to float rounding."""
-    devices = {p.device.type for p in params}
-    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
 
 
 def fit(setup: Setup, train: list[Tokenized], evals: list[Tokenized], args: TrainArgs, resume: bool = False,
