@@ -355,4 +355,3 @@ def test_kept_heap_reuses_freed_blocks_instead_of_faulting_them_in_again():
         assert _glibc() is None
         return
     assert after > 10 * max(inside, 10), (inside, after)  # ~1100 pages a round trip outside; none inside
-

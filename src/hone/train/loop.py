@@ -234,7 +234,6 @@ def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, ma
     return loss, tokens
 
 
-
 def make_batch(items: list[Tokenized], pad_id: int, layout: str) -> dict[str, torch.Tensor]:
     return pack_batch(items, pad_id, PACK_MULTIPLE) if layout == "pack" else pad_batch(items, pad_id)
 
