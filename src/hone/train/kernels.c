@@ -1,0 +1,198 @@
+/* Fused CPU kernels for the elementwise work of a bf16 training step (see kernels.py).
+
+   torch runs RMSNorm and the SwiGLU activation as a chain of separate operators, each one
+   a pass over memory with an fp32 intermediate; these do the same arithmetic in one pass.
+   bf16 values travel as uint16_t: the upper half of an IEEE fp32 (bf16_to_f32), rounded
+   to nearest-even on the way back (f32_to_bf16), as c10::BFloat16 does. Built by
+   kernels.py with the system C compiler at first use; nothing here needs Python or torch. */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (f != f) return 0x7fc0;  /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+/* exp(x) for fp32, ~2 ulp: x = k ln2 + r with |r| <= ln2/2, exp(r) as a degree-6
+   polynomial, times 2^k assembled in the exponent bits (as 2^(k-1) * 2, so that it
+   overflows to inf where exp does, above ~88.72). Plain arithmetic, so the compiler
+   vectorises the loops that call it (libm's expf would be a call per element). Below -86
+   it returns exp(-86), which is as good as zero next to the 1 it is added to here. */
+static inline float exp_f32(float x) {
+    x = x < -86.0f ? -86.0f : (x > 88.8f ? 88.8f : x);
+    /* k = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer (|k| < 2^22) */
+    float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)k + 126) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale * 2.0f;
+}
+
+static inline float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
+
+/* ---- work split over threads ---- */
+
+typedef void (*range_fn)(const void *args, int64_t begin, int64_t end);
+
+/* fn over [0, count) in up to `threads` contiguous shares of at least `grain` items each.
+   With OpenMP these run on the OpenMP runtime already in the process (torch's, which
+   kernels.py makes sure is loaded): its threads, no second pool spinning beside it. */
+static void parallel(range_fn fn, const void *args, int64_t count, int threads, int64_t grain) {
+    if (grain < 1) grain = 1;
+    if ((int64_t)threads > count / grain) threads = (int)(count / grain);
+    if (threads <= 1) {
+        fn(args, 0, count);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        fn(args, count * t / n, count * (t + 1) / n);
+    }
+#else
+    fn(args, 0, count);
+#endif
+}
+
+/* ---- RMSNorm, as transformers' Llama one: y = w * bf16(x * s), s = rsqrt(mean(x^2) + eps) ---- */
+
+typedef struct {
+    const uint16_t *x, *w, *grad;
+    uint16_t *out;
+    float *scale;
+    int64_t n;
+    float eps;
+} rms_args;
+
+static void rms_norm_rows(const void *p, int64_t begin, int64_t end) {
+    const rms_args *a = (const rms_args *)p;
+    const int64_t n = a->n;
+    const uint16_t *restrict w = a->w;
+    for (int64_t row = begin; row < end; row++) {
+        const uint16_t *restrict x = a->x + row * n;
+        uint16_t *restrict y = a->out + row * n;
+        float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+        for (int64_t i = 0; i < n; i++) {
+            float v = bf16_to_f32(x[i]);
+            squares += v * v;
+        }
+        float s = 1.0f / sqrtf(squares / (float)n + a->eps);
+        a->scale[row] = s;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            y[i] = f32_to_bf16(bf16_to_f32(w[i]) * round_bf16(bf16_to_f32(x[i]) * s));
+        }
+    }
+}
+
+/* x, out: rows x n bf16; w: n bf16; scale: rows fp32 (written, for the backward). */
+void hone_rms_norm_forward(const uint16_t *x, const uint16_t *w, uint16_t *out, float *scale, int64_t rows,
+                           int64_t n, float eps, int threads) {
+    rms_args a = {x, w, NULL, out, scale, n, eps};
+    parallel(rms_norm_rows, &a, rows, threads, 16);
+}
+
+/* d/dx of w * (x s): with g' = bf16(g * w), dx = s g' - x s^3 mean(g' x), in fp32. */
+static void rms_norm_backward_rows(const void *p, int64_t begin, int64_t end) {
+    const rms_args *a = (const rms_args *)p;
+    const int64_t n = a->n;
+    const uint16_t *restrict w = a->w;
+    for (int64_t row = begin; row < end; row++) {
+        const uint16_t *restrict x = a->x + row * n, *restrict g = a->grad + row * n;
+        uint16_t *restrict dx = a->out + row * n;
+        const float s = a->scale[row];
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t i = 0; i < n; i++) {
+            dot += round_bf16(bf16_to_f32(g[i]) * bf16_to_f32(w[i])) * bf16_to_f32(x[i]);
+        }
+        const float c = s * s * s * dot / (float)n;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            float gn = round_bf16(bf16_to_f32(g[i]) * bf16_to_f32(w[i]));
+            dx[i] = f32_to_bf16(s * gn - c * bf16_to_f32(x[i]));
+        }
+    }
+}
+
+/* grad, x, grad_x: rows x n bf16; w: n bf16; scale: rows fp32 from the forward. */
+void hone_rms_norm_backward(const uint16_t *grad, const uint16_t *x, const uint16_t *w, const float *scale,
+                            uint16_t *grad_x, int64_t rows, int64_t n, int threads) {
+    rms_args a = {x, w, grad, grad_x, (float *)scale, n, 0.0f};
+    parallel(rms_norm_backward_rows, &a, rows, threads, 16);
+}
+
+/* ---- SwiGLU activation: act = bf16(bf16(silu(gate)) * up), as F.silu(gate).mul_(up) ---- */
+
+typedef struct {
+    const uint16_t *gate, *up, *grad;
+    uint16_t *act, *grad_gate, *grad_up;
+} swiglu_args;
+
+static void swiglu_range(const void *p, int64_t begin, int64_t end) {
+    const swiglu_args *a = (const swiglu_args *)p;
+    const uint16_t *restrict gate = a->gate, *restrict up = a->up;
+    uint16_t *restrict act = a->act;
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) {
+        act[i] = f32_to_bf16(round_bf16(silu_f32(bf16_to_f32(gate[i]))) * bf16_to_f32(up[i]));
+    }
+}
+
+/* gate, up, act: count bf16 each. */
+void hone_swiglu_forward(const uint16_t *gate, const uint16_t *up, uint16_t *act, int64_t count, int threads) {
+    swiglu_args a = {gate, up, NULL, act, NULL, NULL};
+    parallel(swiglu_range, &a, count, threads, 16384);
+}
+
+/* grad_up = g * silu(gate); grad_gate = (g * up) * sig (1 + gate (1 - sig)), with the
+   roundings of the torch path (silu, g * silu, g * up and the result each to bf16); `act`
+   gets the forward's activation again (the backward needs it for the down projection's
+   adapter gradient). */
+static void swiglu_backward_range(const void *p, int64_t begin, int64_t end) {
+    const swiglu_args *a = (const swiglu_args *)p;
+    const uint16_t *restrict gate = a->gate, *restrict up = a->up, *restrict grad = a->grad;
+    uint16_t *restrict grad_gate = a->grad_gate, *restrict grad_up = a->grad_up, *restrict act = a->act;
+#pragma omp simd
+    for (int64_t i = begin; i < end; i++) {
+        float x = bf16_to_f32(gate[i]), u = bf16_to_f32(up[i]), g = bf16_to_f32(grad[i]);
+        float e = exp_f32(-x);
+        float sig = 1.0f / (1.0f + e), silu = round_bf16(x / (1.0f + e));
+        grad_up[i] = f32_to_bf16(g * silu);
+        grad_gate[i] = f32_to_bf16(round_bf16(g * u) * sig * (1.0f + x * (1.0f - sig)));
+        act[i] = f32_to_bf16(silu * u);
+    }
+}
+
+void hone_swiglu_backward(const uint16_t *grad, const uint16_t *gate, const uint16_t *up, uint16_t *grad_gate,
+                          uint16_t *grad_up, uint16_t *act, int64_t count, int threads) {
+    swiglu_args a = {gate, up, grad, act, grad_gate, grad_up};
+    parallel(swiglu_backward_range, &a, count, threads, 16384);
+}

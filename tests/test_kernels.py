@@ -1,0 +1,97 @@
+"""The fused C kernels (hone.train.kernels) against the torch operators they stand in for."""
+
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hone.train import kernels
+
+COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+@pytest.fixture
+def built():
+    """The kernels; on a machine without a C compiler, the proof that callers fall back."""
+    lib = kernels.library()
+    if lib is None:
+        assert COMPILER is None, "a C compiler is on PATH but the kernels did not build"
+        assert not kernels.usable(torch.zeros(2, dtype=torch.bfloat16))
+    return lib
+
+
+def test_kernels_build_once_into_the_cache_and_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONE_CACHE", str(tmp_path))
+    kernels.library.cache_clear()
+    try:
+        lib = kernels.library()
+        built = list((tmp_path / "hone" / "kernels").glob("*.so"))
+        if COMPILER is None:
+            assert lib is None and not built
+            return
+        assert lib is not None and len(built) == 1
+        stamp = built[0].stat().st_mtime_ns
+        kernels.library.cache_clear()
+        assert kernels.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+        assert not [p for p in built[0].parent.iterdir() if p.is_dir()]  # no temporary folder left behind
+        monkeypatch.setenv("HONE_KERNELS", "0")
+        kernels.library.cache_clear()
+        assert kernels.library() is None and not kernels.usable(torch.zeros(2, dtype=torch.bfloat16))
+    finally:
+        kernels.library.cache_clear()
+
+
+def test_usable_only_for_contiguous_bf16_cpu_tensors(built):
+    x = torch.zeros(4, 8, dtype=torch.bfloat16)
+    assert kernels.usable(x) == (built is not None)
+    assert not kernels.usable(x.float())
+    assert not kernels.usable(x.t())
+
+
+def test_rms_norm_kernel_matches_llama_rms_norm(built):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    if built is None:
+        return
+    torch.manual_seed(0)
+    module = LlamaRMSNorm(83, eps=1e-6).to(torch.bfloat16)  # an odd width exercises the vector loops' tails
+    torch.nn.init.normal_(module.weight, 1.0, 0.3)
+    x = (torch.randn(3, 41, 83) * 4).to(torch.bfloat16)
+    out, scale = kernels.rms_norm_forward(x, module.weight.detach(), 1e-6)
+    assert torch.equal(out, module(x).detach())  # the same roundings, bit for bit
+    want_scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(scale, want_scale, rtol=1e-6, atol=0)
+    # backward against float64 autograd of the same function, as tight as the bf16 output allows
+    grad = torch.randn(3, 41, 83).to(torch.bfloat16)
+    exact = x.double().requires_grad_()
+    w = module.weight.double()
+    (w * exact * torch.rsqrt(exact.pow(2).mean(-1, keepdim=True) + 1e-6)).backward(grad.double())
+    got = kernels.rms_norm_backward(grad, x, module.weight.detach(), scale)
+    assert got.dtype == torch.bfloat16
+    assert ((got.double() - exact.grad).abs().max() / exact.grad.abs().max()).item() < 1e-2
+
+
+def test_swiglu_kernels_match_torch_bit_for_bit(built):
+    if built is None:
+        return
+    torch.manual_seed(0)
+    gate = (torch.randn(37, 53) * 4).to(torch.bfloat16)
+    up, grad = (torch.randn(37, 53).to(torch.bfloat16) for _ in range(2))
+    act = kernels.swiglu_forward(gate, up)
+    assert torch.equal(act, F.silu(gate).mul_(up))
+    grad_gate, grad_up, again = kernels.swiglu_backward(grad, gate, up)
+    assert torch.equal(again, act)
+    assert torch.equal(grad_up, grad * F.silu(gate))
+    assert torch.equal(grad_gate, torch.ops.aten.silu_backward(grad * up, gate))
+    # every bf16 value as the gate (inf, the exp clamps, subnormals, -0): still bit for bit
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).contiguous()
+    ones = torch.ones_like(every)
+    got, want = kernels.swiglu_forward(every, ones), F.silu(every)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[~want.isnan()], want[~want.isnan()])
+    got, want = kernels.swiglu_backward(ones * 0.75, every, ones)[0], torch.ops.aten.silu_backward(ones * 0.75, every)
+    assert torch.equal(got[~want.isnan()], want[~want.isnan()])
+    gate[1, 1] = float("nan")  # a NaN must reach the loss, where the divergence guard sees it
+    assert kernels.swiglu_forward(gate, up)[1, 1].isnan()
+    assert kernels.swiglu_backward(grad, gate, up)[0][1, 1].isnan()
