@@ -95,3 +95,40 @@ def test_swiglu_kernels_match_torch_bit_for_bit(built):
     gate[1, 1] = float("nan")  # a NaN must reach the loss, where the divergence guard sees it
     assert kernels.swiglu_forward(gate, up)[1, 1].isnan()
     assert kernels.swiglu_backward(grad, gate, up)[0][1, 1].isnan()
+
+
+def test_exp_causal_is_exp_below_the_diagonal_and_zero_above(built):
+    if built is None:
+        return
+    every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    scores = every.view(4, 128, 128).clone()  # every bf16 value, a quarter of them in the masked half
+    got = kernels.exp_causal_(scores.clone())
+    want = torch.exp(scores).tril()
+    shown = (scores.float() >= -86.5) | scores.isnan()  # below, exp is under 3e-38: the kernel gives 0, torch subnormals
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got[shown & ~want.isnan()], want[shown & ~want.isnan()])
+    assert (got[~shown] == 0).all() and (got.triu(1) == 0).all()
+
+
+def test_attention_widen_lays_out_and_carries_the_extra_column(built):
+    if built is None:
+        return
+    torch.manual_seed(0)
+    batch, heads, length, dim, groups, width = 2, 4, 5, 8, 2, 12
+    # (B, H, L, D) views of a (B * L, H, D) buffer, as the packed layout hands them over
+    x, other = ((torch.randn(batch * length, heads, dim) * 3).to(torch.bfloat16) for _ in range(2))
+    x, other = (t.view(batch, length, heads, dim).transpose(1, 2) for t in (x, other))
+    column = torch.randn(batch, heads, length) * 5
+    rows = x.reshape(batch, heads // groups, groups, length, dim).reshape(-1, groups * length, dim)
+    for kwargs, want in [(dict(column=column, sign=-1.0), -column),
+                         (dict(dot_with=other, sign=-1.0), -(x.float() * other.float()).sum(-1))]:
+        got = kernels.attention_widen(x, groups, width, **kwargs)
+        assert got.shape == (batch * heads // groups, groups * length, width)
+        assert torch.equal(got[..., :dim], rows)
+        carried = got[..., dim].float() + got[..., dim + 1].float()  # hi + lo: 16 bits of mantissa
+        want = want.reshape(batch, heads // groups, groups, length).reshape(carried.shape)
+        torch.testing.assert_close(carried, want, rtol=2**-15, atol=1e-6)
+        assert (got[..., dim + 2 :] == 0).all()
+    got = kernels.attention_widen(x, 1, width, multiplier=0.3)  # keys: scaled, and columns of ones
+    assert torch.equal(got[..., :dim], (x * 0.3).reshape(batch * heads, length, dim))
+    assert (got[..., dim : dim + 2] == 1).all() and (got[..., dim + 2 :] == 0).all()

@@ -20,6 +20,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from hone.train import kernels
+
 NAME = "hone_packed"
 # Each example is padded at its end to a multiple of this before SDPA. The CPU flash kernel
 # JIT-builds and keeps oneDNN kernels for every sequence length it sees (measured: resident
@@ -166,18 +168,29 @@ def _matmul_backward(grad, q, k, v, out, lse, scale):
     kv_heads = k.shape[1]
     groups = heads // kv_heads
     n = batch * kv_heads
-    shape = (batch, kv_heads, groups, length)
-    ones = q.new_ones(batch, kv_heads, length)
-    lse_hi, lse_lo = _split(lse.neg().view(shape))
-    q_wide = _widened(q.view(*shape, dim), lse_hi, lse_lo).view(n, groups * length, -1)
-    k_wide = _widened(k * scale, ones, ones).view(n, length, -1)
-    probs = torch.bmm(q_wide, k_wide.transpose(1, 2)).exp_()  # n, G*L, L
-    probs.view(n * groups, length, length).tril_()
-    delta = (grad.float() * out.float()).sum(-1).neg_().view(shape)  # -rowsum(dO * O)
-    delta_hi, delta_lo = _split(delta)
-    grad_wide = _widened(grad.view(*shape, dim), delta_hi, delta_lo).view(n, groups * length, -1)
+    if kernels.usable_rows(grad, q, k, v, out) and grad.stride() == out.stride():
+        # the same operands in one pass each, straight from the strided layout buffers
+        width = dim + _WIDTH
+        q_wide = kernels.attention_widen(q, groups, width, column=lse, sign=-1.0)
+        k_wide = kernels.attention_widen(k, 1, width, multiplier=scale)
+        v_wide = kernels.attention_widen(v, 1, width)
+        grad_wide = kernels.attention_widen(grad, groups, width, dot_with=out, sign=-1.0)  # -rowsum(dO * O)
+    else:
+        shape = (batch, kv_heads, groups, length)
+        ones = q.new_ones(batch, kv_heads, length)
+        lse_hi, lse_lo = _split(lse.neg().view(shape))
+        q_wide = _widened(q.view(*shape, dim), lse_hi, lse_lo).view(n, groups * length, -1)
+        k_wide = _widened(k * scale, ones, ones).view(n, length, -1)
+        delta = (grad.float() * out.float()).sum(-1).neg_().view(shape)  # -rowsum(dO * O)
+        delta_hi, delta_lo = _split(delta)
+        grad_wide = _widened(grad.view(*shape, dim), delta_hi, delta_lo).view(n, groups * length, -1)
+        v_wide = _widened(v, ones, ones).view(n, length, -1)
+    probs = torch.bmm(q_wide, k_wide.transpose(1, 2))  # n, G*L, L
+    if kernels.usable(probs):
+        kernels.exp_causal_(probs.view(n * groups, length, length))
+    else:
+        probs.exp_().view(n * groups, length, length).tril_()
     grad_v = torch.bmm(probs.transpose(1, 2), grad_wide[..., :dim])
-    v_wide = _widened(v, ones, ones).view(n, length, -1)
     grad_scores = torch.bmm(grad_wide, v_wide.transpose(1, 2)).mul_(probs)  # P (dP - delta)
     grad_q = torch.bmm(grad_scores, k_wide[..., :dim])
     grad_k = torch.bmm(grad_scores.transpose(1, 2), q_wide[..., :dim]).mul_(scale)

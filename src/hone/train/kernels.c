@@ -33,10 +33,10 @@ static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 /* exp(x) for fp32, ~2 ulp: x = k ln2 + r with |r| <= ln2/2, exp(r) as a degree-6
    polynomial, times 2^k assembled in the exponent bits (as 2^(k-1) * 2, so that it
    overflows to inf where exp does, above ~88.72). Plain arithmetic, so the compiler
-   vectorises the loops that call it (libm's expf would be a call per element). Below -86
-   it returns exp(-86), which is as good as zero next to the 1 it is added to here. */
-static inline float exp_f32(float x) {
-    x = x < -86.0f ? -86.0f : (x > 88.8f ? 88.8f : x);
+   vectorises the loops that call it (libm's expf would be a call per element). Below -86.5
+   it returns 0 (exp is under 3e-38 there; torch's gives subnormals). */
+static inline float exp_f32(float in) {
+    float x = in < -86.5f ? -86.5f : (in > 88.8f ? 88.8f : in);
     /* k = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer (|k| < 2^22) */
     float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - k * 0.693359375f + k * 2.12194440e-4f;
@@ -50,7 +50,7 @@ static inline float exp_f32(float x) {
     int32_t bits = ((int32_t)k + 126) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale * 2.0f;
+    return in < -86.5f ? 0.0f : p * scale * 2.0f;
 }
 
 static inline float silu_f32(float x) { return x / (1.0f + exp_f32(-x)); }
@@ -195,4 +195,86 @@ void hone_swiglu_backward(const uint16_t *grad, const uint16_t *gate, const uint
                           uint16_t *grad_up, uint16_t *act, int64_t count, int threads) {
     swiglu_args a = {gate, up, grad, act, grad_gate, grad_up};
     parallel(swiglu_backward_range, &a, count, threads, 16384);
+}
+
+/* ---- attention: the widened operands of hone.train.attention's matmul backward ---- */
+
+typedef struct {
+    const uint16_t *src, *other;
+    const float *column;
+    uint16_t *out;
+    int64_t sb, sh, sl, heads, length, dim, groups, width;
+    float multiplier, sign;
+} widen_args;
+
+/* One (example, head) pair per item: its `length` rows of `dim` values go to
+   out[b * heads / groups + h / groups][(h % groups) * length + l] as
+   [bf16(src * multiplier), hi, lo, 0 ...] (`width` columns), where hi + lo (two bf16) carry
+   sign * column[b, h, l] (column: fp32, contiguous), or sign * sum(src * other) over the
+   row when `other` is given, or 1, 1 when neither is. */
+static void widen_pairs(const void *p, int64_t begin, int64_t end) {
+    const widen_args *a = (const widen_args *)p;
+    const int64_t dim = a->dim, width = a->width, length = a->length;
+    for (int64_t pair = begin; pair < end; pair++) {
+        const int64_t b = pair / a->heads, h = pair % a->heads;
+        const int64_t matrix = b * (a->heads / a->groups) + h / a->groups;
+        uint16_t *out = a->out + (matrix * a->groups * length + (h % a->groups) * length) * width;
+        for (int64_t l = 0; l < length; l++, out += width) {
+            const uint16_t *restrict src = a->src + b * a->sb + h * a->sh + l * a->sl;
+            uint16_t *restrict row = out;
+#pragma omp simd
+            for (int64_t d = 0; d < dim; d++) row[d] = f32_to_bf16(bf16_to_f32(src[d]) * a->multiplier);
+            float value = 1.0f;
+            uint16_t hi = 0x3f80, lo = 0x3f80;  /* 1, 1 */
+            if (a->column != NULL || a->other != NULL) {
+                if (a->other != NULL) {
+                    const uint16_t *restrict other = a->other + b * a->sb + h * a->sh + l * a->sl;
+                    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                    for (int64_t d = 0; d < dim; d++) dot += bf16_to_f32(src[d]) * bf16_to_f32(other[d]);
+                    value = a->sign * dot;
+                } else {
+                    value = a->sign * a->column[(b * a->heads + h) * length + l];
+                }
+                hi = f32_to_bf16(value);
+                lo = f32_to_bf16(value - bf16_to_f32(hi));
+            }
+            row[dim] = hi;
+            row[dim + 1] = lo;
+            for (int64_t d = dim + 2; d < width; d++) row[d] = 0;
+        }
+    }
+}
+
+/* src (and other): (batch, heads, length, dim) bf16 with element strides sb, sh, sl and
+   unit stride over dim; out: (batch * heads / groups, groups * length, width) bf16. */
+void hone_attention_widen(const uint16_t *src, const uint16_t *other, const float *column, uint16_t *out,
+                          int64_t batch, int64_t heads, int64_t length, int64_t dim, int64_t sb, int64_t sh,
+                          int64_t sl, int64_t groups, int64_t width, float multiplier, float sign, int threads) {
+    widen_args a = {src, other, column, out, sb, sh, sl, heads, length, dim, groups, width, multiplier, sign};
+    parallel(widen_pairs, &a, batch * heads, threads, 1);
+}
+
+typedef struct {
+    uint16_t *scores;
+    int64_t length;
+} causal_args;
+
+/* Row l of each length x length matrix: exp of columns 0..l in place, 0 after (the causal mask). */
+static void exp_causal_rows(const void *p, int64_t begin, int64_t end) {
+    const causal_args *a = (const causal_args *)p;
+    const int64_t length = a->length;
+    for (int64_t row = begin; row < end; row++) {
+        uint16_t *restrict s = a->scores + row * length;
+        const int64_t last = row % length;
+#pragma omp simd
+        for (int64_t j = 0; j <= last; j++) s[j] = f32_to_bf16(exp_f32(bf16_to_f32(s[j])));
+        memset(s + last + 1, 0, (size_t)(length - last - 1) * sizeof *s);
+    }
+}
+
+/* scores: (matrices, length, length) bf16, contiguous. */
+void hone_exp_causal(uint16_t *scores, int64_t matrices, int64_t length, int threads) {
+    causal_args a = {scores, length};
+    parallel(exp_causal_rows, &a, matrices * length, threads, 64);
 }

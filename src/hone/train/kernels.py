@@ -39,6 +39,8 @@ SIGNATURES = {
     "hone_rms_norm_backward": [_p, _p, _p, _p, _p, _i64, _i64, _int],
     "hone_swiglu_forward": [_p, _p, _p, _i64, _int],
     "hone_swiglu_backward": [_p, _p, _p, _p, _p, _p, _i64, _int],
+    "hone_attention_widen": [_p, _p, _p, _p, *[_i64] * 9, _f32, _f32, _int],
+    "hone_exp_causal": [_p, _i64, _i64, _int],
 }
 
 
@@ -105,6 +107,12 @@ def usable(*tensors: torch.Tensor) -> bool:
         and library() is not None
 
 
+def usable_rows(*tensors: torch.Tensor) -> bool:
+    """As `usable`, for kernels that take strides: unit stride over the last dimension suffices."""
+    return all(t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.stride(-1) == 1 for t in tensors) \
+        and library() is not None
+
+
 def _ptr(t: torch.Tensor) -> int:
     return t.data_ptr()
 
@@ -141,6 +149,29 @@ def swiglu_backward(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) ->
     library().hone_swiglu_backward(_ptr(grad), _ptr(gate), _ptr(up), _ptr(grad_gate), _ptr(grad_up), _ptr(act),
                                    gate.numel(), _threads())
     return grad_gate, grad_up, act
+
+
+def attention_widen(x: torch.Tensor, groups: int, width: int, multiplier: float = 1.0,
+                    column: torch.Tensor | None = None, dot_with: torch.Tensor | None = None,
+                    sign: float = 1.0) -> torch.Tensor:
+    """x (B, H, L, D) bf16, unit stride over D -> (B * H / groups, groups * L, width) bf16:
+    rows [bf16(x * multiplier), hi, lo, 0, ...] with hi + lo = sign * column[b, h, l] (fp32
+    (B, H, L)), or sign * (x * dot_with).sum(-1) (dot_with laid out as x), else 1, 1."""
+    batch, heads, length, dim = x.shape
+    assert dot_with is None or (dot_with.shape == x.shape and dot_with.stride() == x.stride())
+    out = x.new_empty(batch * heads // groups, groups * length, width)
+    column = column.contiguous() if column is not None else None
+    library().hone_attention_widen(_ptr(x), dot_with.data_ptr() if dot_with is not None else None,
+                                   column.data_ptr() if column is not None else None, _ptr(out), batch, heads,
+                                   length, dim, *x.stride()[:3], groups, width, multiplier, sign, _threads())
+    return out
+
+
+def exp_causal_(scores: torch.Tensor) -> torch.Tensor:
+    """scores (..., L, L) bf16, contiguous, in place: exp on and below the diagonal, 0 above."""
+    length = scores.shape[-1]
+    library().hone_exp_causal(_ptr(scores), scores.numel() // (length * length), length, _threads())
+    return scores
 
 
 def _threads() -> int:
