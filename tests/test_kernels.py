@@ -132,3 +132,15 @@ def test_attention_widen_lays_out_and_carries_the_extra_column(built):
     got = kernels.attention_widen(x, 1, width, multiplier=0.3)  # keys: scaled, and columns of ones
     assert torch.equal(got[..., :dim], (x * 0.3).reshape(batch * heads, length, dim))
     assert (got[..., dim : dim + 2] == 1).all() and (got[..., dim + 2 :] == 0).all()
+
+
+def test_gather_rows_takes_rows_by_index_and_zeros_where_told(built):
+    if built is None:
+        return
+    src = torch.randn(7, 3, 5).to(torch.bfloat16)
+    rows = torch.tensor([6, -1, 0, 0, 3, -1])
+    got = kernels.gather_rows(src, rows)
+    assert got.shape == (6, 3, 5)
+    assert torch.equal(got[[0, 2, 3, 4]], src[[6, 0, 0, 3]]) and (got[[1, 5]] == 0).all()
+    spaced = torch.randn(14, 3, 5).to(torch.bfloat16)[::2]  # each row contiguous, rows further apart
+    assert torch.equal(kernels.gather_rows(spaced, rows.clamp(min=0)), spaced[rows.clamp(min=0)])

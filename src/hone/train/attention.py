@@ -75,6 +75,10 @@ class _Layout:
         self.size = offset
         self.index = torch.tensor(destination, device=device)
         self.filler = torch.tensor(filler, device=device) if filler else None
+        source = [-1] * offset  # the row each buffer row comes from; -1: filler
+        for row, at in enumerate(destination):
+            source[at] = row
+        self.source = torch.tensor(source, device=device)
 
     @staticmethod
     @functools.lru_cache(maxsize=1)
@@ -86,12 +90,16 @@ class _Layout:
         """(T, H, D) in row order -> (size, H, D) buffer, zero in the filler. The filler must be
         zero, not just unseen: the backward kernel multiplies filler queries' zero output
         gradient with their outputs, and 0 * NaN from uninitialised memory would spread."""
+        if kernels.usable_rows(rows) and rows[0].is_contiguous():  # one pass, filler zeroed on the way
+            return kernels.gather_rows(rows, self.source)
         buffer = rows.new_empty(self.size, *rows.shape[1:])
         if self.filler is not None:
             buffer.index_fill_(0, self.filler, 0)
         return buffer.index_copy_(0, self.index, rows)
 
     def gather(self, buffer: torch.Tensor) -> torch.Tensor:
+        if kernels.usable_rows(buffer) and buffer[0].is_contiguous():
+            return kernels.gather_rows(buffer, self.index)
         return buffer.index_select(0, self.index)
 
     def group(self, buffer: torch.Tensor, g: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -278,3 +278,29 @@ void hone_exp_causal(uint16_t *scores, int64_t matrices, int64_t length, int thr
     causal_args a = {scores, length};
     parallel(exp_causal_rows, &a, matrices * length, threads, 64);
 }
+
+/* ---- rows by index: the packed attention layout's scatter and gather ---- */
+
+typedef struct {
+    const uint16_t *src;
+    const int64_t *map;
+    uint16_t *out;
+    int64_t stride, width;
+} rows_args;
+
+static void gather_rows_range(const void *p, int64_t begin, int64_t end) {
+    const rows_args *a = (const rows_args *)p;
+    for (int64_t i = begin; i < end; i++) {
+        uint16_t *out = a->out + i * a->width;
+        if (a->map[i] >= 0) memcpy(out, a->src + a->map[i] * a->stride, (size_t)a->width * sizeof *out);
+        else memset(out, 0, (size_t)a->width * sizeof *out);
+    }
+}
+
+/* out[i] = src[map[i]] (rows of `width` 16-bit values; src rows `stride` apart), or zeros
+   where map[i] < 0. */
+void hone_gather_rows(const uint16_t *src, int64_t stride, const int64_t *map, uint16_t *out, int64_t rows,
+                      int64_t width, int threads) {
+    rows_args a = {src, map, out, stride, width};
+    parallel(gather_rows_range, &a, rows, threads, 64);
+}

@@ -41,6 +41,7 @@ SIGNATURES = {
     "hone_swiglu_backward": [_p, _p, _p, _p, _p, _p, _i64, _int],
     "hone_attention_widen": [_p, _p, _p, _p, *[_i64] * 9, _f32, _f32, _int],
     "hone_exp_causal": [_p, _i64, _i64, _int],
+    "hone_gather_rows": [_p, _i64, _p, _p, _i64, _i64, _int],
 }
 
 
@@ -172,6 +173,16 @@ def exp_causal_(scores: torch.Tensor) -> torch.Tensor:
     length = scores.shape[-1]
     library().hone_exp_causal(_ptr(scores), scores.numel() // (length * length), length, _threads())
     return scores
+
+
+def gather_rows(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """src (N, ...) 16-bit with each row contiguous; rows (M,) int64 -> (M, ...): src[rows[i]],
+    or zeros where rows[i] < 0."""
+    width = src[0].numel()
+    assert src.element_size() == 2 and rows.dtype == torch.int64 and src[0].is_contiguous()
+    out = src.new_empty(rows.shape[0], *src.shape[1:])
+    library().hone_gather_rows(_ptr(src), src.stride(0), _ptr(rows), _ptr(out), rows.shape[0], width, _threads())
+    return out
 
 
 def _threads() -> int:
