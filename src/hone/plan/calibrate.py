@@ -10,9 +10,8 @@ batches of the run's real tokenized examples, with the layout `fit` uses.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hone.data.render import Tokenized
 
@@ -72,16 +71,16 @@ def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenize
     until `budget_s` is spent (at least one); the median seconds per processed token. A batch
     larger than the budget allows is cut to fewer examples: per-step fixed costs are then a
     small share of a step anyway."""
-    from hone.train.loop import Setup, build_optimizer, evaluate, lora_in_compute_dtype, train_step
-    from hone.train.attention import attention_for_packing
+    from hone.train.loop import Setup, build_optimizer, evaluate, prepared, train_step
 
     model, compute, device = build_random_trainable(config)
     setup = Setup(model, 0, device, compute, None)
     args = config.train
     optimizer, _ = build_optimizer(model, args, total_steps=10)
     layout = "pack" if args.packing else "pad"
-    packing = attention_for_packing(model, device) if args.packing else contextlib.nullcontext()
-    with packing, lora_in_compute_dtype(setup):
+    # the run's own switches (fused layers, C kernels, kept heap), without compiling: the plan
+    # times steps as `fit` runs them, and a compile would eat its budget
+    with prepared(setup, replace(args, compile=False)):
         start = time.perf_counter()  # warm-up on two examples: a big model's full batch could take a minute
         train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout)
         warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing)
