@@ -19,6 +19,18 @@ from hone.train.fused import fused
 from hone.train.loss import HeadLoss, _chunk_loss, token_loss
 
 
+@pytest.fixture(params=["kernels", "torch"])
+def kernel_path(request, monkeypatch):
+    """Each test that takes it runs twice: through the C kernels (where they build) and
+    through the torch operators they stand in for."""
+    import hone.train.kernels as kernels
+
+    if request.param == "torch":
+        monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
+        monkeypatch.setattr(kernels, "usable_rows", lambda *tensors: False)
+    return request.param
+
+
 def items(n=10, seed=0, vocab=300):
     rng = random.Random(seed)
     out = []
@@ -95,7 +107,7 @@ def reference_attention(query, key, value, bounds):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
-def test_packed_attention_matches_per_example_attention(dtype, tolerance):
+def test_packed_attention_matches_per_example_attention(dtype, tolerance, kernel_path):
     # equal padded lengths (grouped into one call), an exact multiple of 64, a single token,
     # and one example long enough for the compute-dtype backward
     lengths = [37, 50, 64, 1, 130, FP32_BACKWARD_MAX + 40, 9]
@@ -122,7 +134,7 @@ def test_packed_attention_matches_per_example_attention(dtype, tolerance):
         assert relative(got, want) < tolerance
 
 
-def test_matmul_attention_backward_matches_the_exact_gradient(monkeypatch):
+def test_matmul_attention_backward_matches_the_exact_gradient(monkeypatch, kernel_path):
     import hone.train.attention as attention_module
 
     calls = []
@@ -178,7 +190,7 @@ def test_head_loss_ignores_every_ignored_row():
 
 # Llama's norm computes in fp32 whatever the input dtype, so float64 inputs agree to fp32 precision
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-6), (torch.bfloat16, 2e-2)])
-def test_rms_norm_matches_llama_rms_norm_with_a_trained_weight(dtype, tolerance):
+def test_rms_norm_matches_llama_rms_norm_with_a_trained_weight(dtype, tolerance, kernel_path):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     from hone.train.fused import RMSNorm

@@ -75,10 +75,8 @@ class _Layout:
         self.size = offset
         self.index = torch.tensor(destination, device=device)
         self.filler = torch.tensor(filler, device=device) if filler else None
-        source = [-1] * offset  # the row each buffer row comes from; -1: filler
-        for row, at in enumerate(destination):
-            source[at] = row
-        self.source = torch.tensor(source, device=device)
+        self.source = torch.full((offset,), -1, device=device)  # the row each buffer row comes from; -1: filler
+        self.source[self.index] = torch.arange(len(destination), device=device)
 
     @staticmethod
     @functools.lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
 /* Fused CPU kernels for the elementwise work of a bf16 training step (see kernels.py).
 
-   torch runs RMSNorm and the SwiGLU activation as a chain of separate operators, each one
-   a pass over memory with an fp32 intermediate; these do the same arithmetic in one pass.
+   torch runs RMSNorm, the SwiGLU activation and the attention backward's bookkeeping as
+   chains of separate operators, each one a pass over memory with an fp32 intermediate;
+   these do the same arithmetic in one pass.
    bf16 values travel as uint16_t: the upper half of an IEEE fp32 (bf16_to_f32), rounded
    to nearest-even on the way back (f32_to_bf16), as c10::BFloat16 does. Built by
    kernels.py with the system C compiler at first use; nothing here needs Python or torch. */

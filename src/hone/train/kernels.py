@@ -104,18 +104,20 @@ def library() -> ctypes.CDLL | None:
 
 def usable(*tensors: torch.Tensor) -> bool:
     """True when the kernels are built and every tensor is a contiguous bf16 CPU tensor."""
-    return all(t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.is_contiguous() for t in tensors) \
-        and library() is not None
+    return _bf16_cpu(tensors) and all(t.is_contiguous() for t in tensors) and library() is not None
 
 
 def usable_rows(*tensors: torch.Tensor) -> bool:
     """As `usable`, for kernels that take strides: unit stride over the last dimension suffices."""
-    return all(t.device.type == "cpu" and t.dtype == torch.bfloat16 and t.stride(-1) == 1 for t in tensors) \
-        and library() is not None
+    return _bf16_cpu(tensors) and all(t.stride(-1) == 1 for t in tensors) and library() is not None
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
+def _bf16_cpu(tensors) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors)
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None else None
 
 
 def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +126,7 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple
     out = torch.empty_like(x)
     scale = torch.empty(*x.shape[:-1], 1, dtype=torch.float32)
     library().hone_rms_norm_forward(_ptr(x), _ptr(weight), _ptr(out), _ptr(scale), x.numel() // n, n, eps,
-                                    _threads())
+                                    torch.get_num_threads())
     return out, scale
 
 
@@ -133,14 +135,14 @@ def rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     n = x.shape[-1]
     grad_x = torch.empty_like(x)
     library().hone_rms_norm_backward(_ptr(grad), _ptr(x), _ptr(weight), _ptr(scale), _ptr(grad_x),
-                                     x.numel() // n, n, _threads())
+                                     x.numel() // n, n, torch.get_num_threads())
     return grad_x
 
 
 def swiglu_forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """bf16(bf16(silu(gate)) * up), as F.silu(gate).mul_(up) computes it."""
     act = torch.empty_like(gate)
-    library().hone_swiglu_forward(_ptr(gate), _ptr(up), _ptr(act), gate.numel(), _threads())
+    library().hone_swiglu_forward(_ptr(gate), _ptr(up), _ptr(act), gate.numel(), torch.get_num_threads())
     return act
 
 
@@ -148,7 +150,7 @@ def swiglu_backward(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) ->
     """Given the gradient of act = silu(gate) * up: (grad_gate, grad_up, act recomputed)."""
     grad_gate, grad_up, act = (torch.empty_like(gate) for _ in range(3))
     library().hone_swiglu_backward(_ptr(grad), _ptr(gate), _ptr(up), _ptr(grad_gate), _ptr(grad_up), _ptr(act),
-                                   gate.numel(), _threads())
+                                   gate.numel(), torch.get_num_threads())
     return grad_gate, grad_up, act
 
 
@@ -162,16 +164,15 @@ def attention_widen(x: torch.Tensor, groups: int, width: int, multiplier: float 
     assert dot_with is None or (dot_with.shape == x.shape and dot_with.stride() == x.stride())
     out = x.new_empty(batch * heads // groups, groups * length, width)
     column = column.contiguous() if column is not None else None
-    library().hone_attention_widen(_ptr(x), dot_with.data_ptr() if dot_with is not None else None,
-                                   column.data_ptr() if column is not None else None, _ptr(out), batch, heads,
-                                   length, dim, *x.stride()[:3], groups, width, multiplier, sign, _threads())
+    library().hone_attention_widen(_ptr(x), _ptr(dot_with), _ptr(column), _ptr(out), batch, heads, length, dim,
+                                   *x.stride()[:3], groups, width, multiplier, sign, torch.get_num_threads())
     return out
 
 
 def exp_causal_(scores: torch.Tensor) -> torch.Tensor:
     """scores (..., L, L) bf16, contiguous, in place: exp on and below the diagonal, 0 above."""
     length = scores.shape[-1]
-    library().hone_exp_causal(_ptr(scores), scores.numel() // (length * length), length, _threads())
+    library().hone_exp_causal(_ptr(scores), scores.numel() // (length * length), length, torch.get_num_threads())
     return scores
 
 
@@ -181,9 +182,6 @@ def gather_rows(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     width = src[0].numel()
     assert src.element_size() == 2 and rows.dtype == torch.int64 and src[0].is_contiguous()
     out = src.new_empty(rows.shape[0], *src.shape[1:])
-    library().hone_gather_rows(_ptr(src), src.stride(0), _ptr(rows), _ptr(out), rows.shape[0], width, _threads())
+    library().hone_gather_rows(_ptr(src), src.stride(0), _ptr(rows), _ptr(out), rows.shape[0], width,
+                               torch.get_num_threads())
     return out
-
-
-def _threads() -> int:
-    return int(os.environ.get("HONE_KERNEL_THREADS", torch.get_num_threads()))
