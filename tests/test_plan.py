@@ -99,3 +99,14 @@ def test_cpu_time_is_measured_on_real_steps_for_small_models(config_file):
     assert 2 * sum(len(i.input_ids) for i in train) <= run.train_tokens <= 2 * sum(len(i.input_ids) for i in train) + 30 * 63
     ordered = sorted(evals, key=lambda item: len(item.input_ids))  # as `evaluate` batches them
     assert run.eval_tokens == 5 * sum(processed_tokens(ordered[i : i + 4], True) for i in range(0, len(ordered), 4))  # steps 7, 14, 21, 28, 30
+
+
+def test_processed_tokens_follow_the_rows_training_packs():
+    from hone.data.render import Tokenized
+    from hone.plan.calibrate import processed_tokens
+
+    items = [Tokenized([1] * 700, [1] * 700) for _ in range(3)]
+    assert processed_tokens(items, packing=False) == 3 * 700
+    assert processed_tokens(items, packing=True) == 2304  # one row of 2100, rounded to a multiple of 256
+    # split at 1536 tokens as `backward_pass` splits it: rows of 1400 and 700, each rounded up
+    assert processed_tokens(items, packing=True, max_row_tokens=1536) == 1408 + 768

@@ -1,7 +1,12 @@
 """`hone plan`'s time on this CPU against a real run: the quickstart recipe, 30 steps, on the
-embedded model. The plan times real steps of the run's model (hone.plan.calibrate); it must
-land within 30% of summary.json's `train_seconds` (optimizer steps only, as the plan's
-`this_machine_train_seconds`)."""
+embedded model. `hone train` makes the plan (hone.plan.calibrate times real steps of the run's
+model) seconds before it trains, and summary.json keeps both numbers: `planned_train_seconds`
+must land within 30% of `train_seconds` (optimizer steps only).
+
+This machine's speed moves in phases of a few seconds between about 500 and 1000 bf16 GFLOP/s,
+core by core (a 1-thread matmul loop on each core, 1 s samples), so one 4 s calibration against
+one 10 s run can read 0.65x or 1.39x with nothing wrong in the plan. The test sums three runs and
+their plans, which cuts that noise by about 1.7 without hiding a bias."""
 
 import json
 import os
@@ -16,9 +21,9 @@ RECIPE = str(ROOT / "src" / "hone" / "assets" / "quickstart.yaml")
 
 
 def hone(*args, cwd):
-    # One torch thread in both runs: on a shared 2-core machine two OpenMP threads wait on each
-    # other whenever another process takes a core (measured 0.5 s steps turning into 12 s),
-    # which no prediction made seconds earlier can foresee. One thread is steady (0.6-0.7 s).
+    # One torch thread: on a shared 2-core machine two OpenMP threads wait on each other whenever
+    # another process (or a slow phase) takes a core (measured 0.5 s steps turning into 12 s),
+    # which no prediction made seconds earlier can foresee.
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "hone", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -27,11 +32,15 @@ def hone(*args, cwd):
 
 @pytest.mark.slow
 def test_planned_train_time_within_30_percent_of_a_real_run(tmp_path):
-    overrides = [f"train.output_dir={tmp_path / 'run'}", "eval.compare=false", "replay.data=null", "train.max_steps=30"]
-    plan = json.loads(hone("plan", RECIPE, *overrides, "--json", cwd=ROOT))
-    assert plan["time_source"] == "measured" and plan["steps"] == 30
-    hone("train", RECIPE, *overrides, cwd=ROOT)
-    measured = json.loads((tmp_path / "run" / "summary.json").read_text())["train_seconds"]
-    predicted = plan["this_machine_train_seconds"]
-    print(f"predicted {predicted:.1f} s, measured {measured:.1f} s")
+    predicted = measured = 0.0
+    for round in range(3):
+        run = tmp_path / f"run{round}"
+        out = hone("train", RECIPE, f"train.output_dir={run}", "eval.compare=false", "replay.data=null", "train.max_steps=30", cwd=ROOT)
+        assert "(measured: real steps of this model timed here" in out, out[-2000:]
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 30
+        print(f"round {round}: planned {summary['planned_train_seconds']:.1f} s, measured {summary['train_seconds']:.1f} s")
+        assert f"trained 30 steps in {summary['train_seconds']:.1f} s (planned {summary['planned_train_seconds']:.1f} s)" in out
+        predicted += summary["planned_train_seconds"]
+        measured += summary["train_seconds"]
     assert abs(predicted / measured - 1) <= 0.30, (predicted, measured)

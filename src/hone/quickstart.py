@@ -31,11 +31,13 @@ def quickstart(out: str) -> int:
     print("== 1/4 data check: demo support tickets -> JSON")
     check_data(config)
     print("\n== 2/4 plan")
-    print_plan(config)
+    from hone.plan.estimate import print_plan
+
+    plan = print_plan(config)
     print("\n== 3/4 train: LoRA on the embedded base model, with general-text replay against forgetting")
     from hone.train.sft import run_sft
 
-    run_dir = run_sft(config)
+    run_dir = run_sft(config, plan=plan)
     print("\n== 4/4 evaluate: base vs tuned on held-out tickets")
     report = compare(run_dir, out_dir, config.eval)
     metrics = {"baseline": report["baseline"], "tuned": report["tuned"]}
@@ -53,12 +55,6 @@ def check_data(config) -> None:
     print(report.summary_text())
     if report.errors:
         raise HoneError("the demo data has errors", "reinstall hone; the bundled data should be clean")
-
-
-def print_plan(config) -> None:
-    from hone.plan.estimate import plan_run
-
-    print(plan_run(config).text())
 
 
 def compare(run_dir: Path, out_dir: Path, args: EvalArgs) -> dict:

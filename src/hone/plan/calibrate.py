@@ -36,14 +36,14 @@ class StepTiming:
     tokens: int
 
 
-def processed_tokens(items: list[Tokenized], packing: bool) -> int:
-    """Tokens the model runs over for one micro-batch, as `hone.train.loop.make_batch` builds it."""
-    from hone.data.collate import PACK_MULTIPLE, row_length
+def processed_tokens(items: list[Tokenized], packing: bool, max_row_tokens: int = 0) -> int:
+    """Tokens the model runs over for one micro-batch, as `hone.train.loop.backward_pass` builds
+    it: padded, or packed into rows of at most `max_row_tokens` (each rounded up to its length)."""
+    from hone.data.collate import PACK_MULTIPLE, row_length, split_rows
 
-    lengths = [len(item.input_ids) for item in items]
     if packing:
-        return row_length(sum(lengths), PACK_MULTIPLE)
-    return max(lengths) * len(lengths)
+        return sum(row_length(sum(len(item.input_ids) for item in row), PACK_MULTIPLE) for row in split_rows(items, max_row_tokens))
+    return max(len(item.input_ids) for item in items) * len(items)
 
 
 def build_random_trainable(config):
@@ -67,10 +67,11 @@ def build_random_trainable(config):
 
 
 def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenized] | None, budget_s: float = BUDGET_S) -> StepTiming:
-    """One warm-up step on two examples of `batches[0]`, then timed steps on the next batches
-    until `budget_s` is spent (at least one); the median seconds per processed token. A batch
-    larger than the budget allows is cut to fewer examples: per-step fixed costs are then a
-    small share of a step anyway."""
+    """One warm-up step on two examples of `batches[0]`, then timed steps on the next whole
+    batches while they fit in `budget_s` (at least one); the mean seconds per processed token
+    (the slowest step left out).
+    Only a first batch larger than the whole budget is cut to fewer examples: per-step fixed
+    costs are then a small share of a step anyway."""
     from hone.train.loop import Setup, build_optimizer, evaluate, prepared, train_step
 
     model, compute, device = build_random_trainable(config)
@@ -82,22 +83,28 @@ def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenize
     # times steps as `fit` runs them, and a compile would eat its budget
     with prepared(setup, replace(args, compile=False)):
         start = time.perf_counter()  # warm-up on two examples: a big model's full batch could take a minute
-        train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout)
-        warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing)
+        train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout, args.max_row_tokens)
+        warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing, args.max_row_tokens)
         seconds, tokens, rates = 0.0, 0, []
         for batch in batches[1:] or batches:
-            room = max(1, int(len(batch) * min(1.0, (budget_s - seconds) / (warm * processed_tokens(batch, args.packing)))))
-            batch = batch[:room]
+            size = processed_tokens(batch, args.packing, args.max_row_tokens)
+            guess = (rates[-1] if rates else warm) * size
+            if rates and seconds + guess > budget_s:
+                break  # whole batches only: a cut one is a shape the run never trains on, and slower per token
+            if not rates and guess > budget_s:  # a big model: time one step on part of the batch
+                batch = batch[: max(1, int(len(batch) * budget_s / guess))]
+                size = processed_tokens(batch, args.packing, args.max_row_tokens)
             start = time.perf_counter()
-            train_step(setup, [batch], optimizer, args.max_grad_norm, layout)
-            rates.append((time.perf_counter() - start) / processed_tokens(batch, args.packing))
-            seconds += time.perf_counter() - start
-            tokens += processed_tokens(batch, args.packing)
-            if seconds >= budget_s:
-                break
-        # the median: on a shared machine one step in a few can run 10x slower (another process
-        # took a core); the run's steps are mostly the typical one
-        rate = sorted(rates)[len(rates) // 2]
+            train_step(setup, [batch], optimizer, args.max_grad_norm, layout, args.max_row_tokens)
+            elapsed = time.perf_counter() - start
+            rates.append(elapsed / size)
+            seconds += elapsed
+            tokens += size
+        # the mean, not the median: the run pays for its slow steps (new shapes, the machine's
+        # slow phases), and the median read 10% under real runs; but without the slowest step when
+        # there are a few, as one step in many can run 10x slower when another process takes a core
+        kept = sorted(rates)[:-1] if len(rates) >= 4 else rates
+        rate = sum(kept) / len(kept)
         eval_rate = rate / 3  # forward only: about a third of a training step
         if eval_batch:
             start = time.perf_counter()
@@ -119,7 +126,7 @@ class RunTokens:
     """The run's first micro-batches: what the timed steps train on."""
 
 
-def run_tokens(train: list[Tokenized], evals: list[Tokenized], replay, args, keep: int = 4) -> RunTokens:
+def run_tokens(train: list[Tokenized], evals: list[Tokenized], replay, args, keep: int = 16) -> RunTokens:
     """Walk the run's batches exactly as `fit` does (same seed, replay mix and layout)."""
     from hone.train.checkpoint import TrainState
     from hone.train.loop import Batches, plan_steps
@@ -130,7 +137,7 @@ def run_tokens(train: list[Tokenized], evals: list[Tokenized], replay, args, kee
     for _ in range(total):
         micro = batches.next_step(state)
         state.batch_in_epoch += len(micro)
-        tokens += sum(processed_tokens(batch, args.packing) for batch in micro)
+        tokens += sum(processed_tokens(batch, args.packing, args.max_row_tokens) for batch in micro)
         first += micro[: keep - len(first)]
     passes = (total // args.eval_every + (total % args.eval_every != 0)) if evals else 0
     ordered = sorted(evals, key=lambda item: len(item.input_ids))

@@ -376,10 +376,13 @@ def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: 
     return 0
 
 
-def print_plan(config: RunConfig) -> None:
-    """What `hone train` and the quickstart print before training; never stops a run."""
+def print_plan(config: RunConfig) -> Plan | None:
+    """What `hone train` and the quickstart print before training (the plan, or None when it could
+    not be made); never stops a run."""
     try:
-        print(plan_run(config).text())
+        plan = plan_run(config)
     except Exception as exc:  # a planning problem must not block training
         print(f"plan: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
-
+        return None
+    print(plan.text())
+    return plan

@@ -16,9 +16,9 @@ def train_command(config_path: str | None, overrides: list[str], resume, force: 
         check_training_data(config, force)
     from hone.plan.estimate import print_plan
 
-    print_plan(config)
+    plan = print_plan(config)
     try:
-        run_dir = run_sft(config, resume=bool(resume))
+        run_dir = run_sft(config, resume=bool(resume), plan=plan)
     except Interrupted as exc:
         print(f"hone: {exc}; continue with: hone train --resume {config.train.output_dir}")
         return 130

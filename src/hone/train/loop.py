@@ -223,10 +223,11 @@ def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: st
     return loss_sum / max(n_tokens, 1), n_tokens
 
 
-def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, max_grad_norm: float, layout: str = "pad") -> tuple[float, int]:
+def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, max_grad_norm: float, layout: str = "pad",
+               max_row_tokens: int = 0) -> tuple[float, int]:
     """One plain optimizer step (no guard, no schedule): accumulate, clip, step. Packed
     layout needs the model inside `attention_for_packing`."""
-    loss, tokens = backward_pass(setup, micro_batches, layout)
+    loss, tokens = backward_pass(setup, micro_batches, layout, max_row_tokens)
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_([p for p in setup.model.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()

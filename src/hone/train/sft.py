@@ -7,6 +7,7 @@ format) or full weights (safetensors), metrics.jsonl, summary.json and checkpoin
 from __future__ import annotations
 
 import json
+import math
 import resource
 from pathlib import Path
 
@@ -100,8 +101,9 @@ def train_and_save(config: RunConfig, tokenizer, train, evals, run_dir: Path, re
     }
 
 
-def run_sft(config: RunConfig, resume: bool = False) -> Path:
-    """Train per `config`; returns the run folder."""
+def run_sft(config: RunConfig, resume: bool = False, plan=None) -> Path:
+    """Train per `config`; returns the run folder. `plan` (hone.plan.estimate.Plan, made before
+    the run) puts its predicted training time beside the measured one in summary.json."""
     run_dir = start_run(config, resume)
     tokenizer = load_tokenizer(config.model)
     train, evals, reports = prepare_data(config, tokenizer)
@@ -112,10 +114,19 @@ def run_sft(config: RunConfig, resume: bool = False) -> Path:
         print(f"replay: {len(replay.items)} examples from {config.replay.data}, {config.replay.fraction:.0%} of each epoch")
     summary = train_and_save(config, tokenizer, train, evals, run_dir, resume, replay)
     summary["length_policy"] = {name: vars(report) for name, report in reports.items()}
+    summary["planned_train_seconds"] = planned_seconds(plan)
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s"
+          + (f" (planned {summary['planned_train_seconds']:.1f} s)" if summary["planned_train_seconds"] else ""))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if config.eval.compare:
         compare_with_base(run_dir, config)
     return run_dir
+
+
+def planned_seconds(plan) -> float | None:
+    """The plan's optimizer-step seconds for this machine, when it made a finite one."""
+    seconds = getattr(plan, "this_machine_train_seconds", None)
+    return round(seconds, 3) if seconds is not None and math.isfinite(seconds) else None
 
 
 def compare_with_base(run_dir: Path, config: RunConfig) -> None:
