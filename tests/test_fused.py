@@ -177,6 +177,25 @@ def test_head_loss_matches_the_chunked_loss_with_a_trained_head(softcap):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_bf16_head_loss_matches_float64(kernel_path):
+    """The bf16 path (one C pass for loss and gradient, or the torch operators) against float64
+    on the same bf16 logits: the loss to fp32 precision, the gradients to bf16's."""
+    torch.manual_seed(0)
+    rows = torch.randn(150, 32).bfloat16().requires_grad_()
+    weight = (torch.randn(90, 32) / 4).bfloat16()
+    targets = torch.randint(0, 90, (150,))
+    targets[::5] = IGNORE
+    loss = HeadLoss.apply(rows, targets, weight, None, 64, torch.bfloat16)  # three chunks, the last partial
+    (grad,) = torch.autograd.grad(loss * 0.37, rows)
+    exact = rows.detach().double().requires_grad_()
+    logits = (exact @ weight.double().t()).bfloat16().double()  # the bf16 product both paths start from
+    want = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE)
+    (want_grad,) = torch.autograd.grad(want * 0.37, exact)
+    assert loss.dtype == torch.float32 and abs(loss.item() - want.item()) <= 1e-5 * want.item()
+    assert grad.dtype == torch.bfloat16 and grad[::5].abs().max() == 0
+    assert ((grad.double() - want_grad).abs().max() / want_grad.abs().max()).item() < 2e-2
+
+
 def test_head_loss_ignores_every_ignored_row():
     rows = torch.randn(8, 4, requires_grad=True)
     weight = torch.randn(6, 4)

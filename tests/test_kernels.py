@@ -144,3 +144,43 @@ def test_gather_rows_takes_rows_by_index_and_zeros_where_told(built):
     assert torch.equal(got[[0, 2, 3, 4]], src[[6, 0, 0, 3]]) and (got[[1, 5]] == 0).all()
     spaced = torch.randn(14, 3, 5).to(torch.bfloat16)[::2]  # each row contiguous, rows further apart
     assert torch.equal(kernels.gather_rows(spaced, rows.clamp(min=0)), spaced[rows.clamp(min=0)])
+
+
+def test_cross_entropy_gives_loss_and_gradient_in_one_pass(built):
+    if built is None:
+        return
+    torch.manual_seed(0)
+    logits = (torch.randn(37, 1000) * 4).bfloat16()  # odd sizes exercise the vector loops' tails
+    targets = torch.randint(0, 1000, (37,))
+    targets[::4] = -100
+    grad = logits.clone()
+    losses = kernels.cross_entropy_(grad, targets, ignore=-100)
+    exact = logits.double().requires_grad_()
+    want = F.cross_entropy(exact, targets, reduction="none", ignore_index=-100)
+    want.sum().backward()
+    torch.testing.assert_close(losses.double(), want.detach(), rtol=1e-6, atol=1e-5)
+    assert losses[::4].abs().max() == 0 and grad[::4].abs().max() == 0  # ignored rows: no loss, no gradient
+    # one rounding to bf16 of softmax - one_hot (within exp's last bits: one bf16 step at most)
+    assert ((grad.double() - exact.grad).abs() <= exact.grad.abs() * 2**-8 + 1e-30).float().mean() > 0.999
+    assert ((grad.double() - exact.grad).abs() <= exact.grad.abs() * 2**-7 + 1e-30).all()
+    poisoned = logits[1:2].clone()
+    poisoned[0, 5] = float("nan")
+    assert kernels.cross_entropy_(poisoned, targets[1:2], ignore=-100).isnan().all()  # NaN reaches the guard
+
+
+@pytest.mark.parametrize("batch, cos_batch", [(1, 1), (2, 2), (2, 1)])
+def test_rotary_matches_the_torch_rotation_bit_for_bit(built, monkeypatch, batch, cos_batch):
+    import hone.train.fused as fused
+
+    if built is None:
+        return
+    torch.manual_seed(0)
+    x = torch.randn(batch, 37, 3, 10).bfloat16().transpose(1, 2)  # (B, H, L, D) over (B, L, H, D) memory, as the model has it
+    cos, sin = (torch.randn(cos_batch, 37, 10).bfloat16().unsqueeze(1) for _ in range(2))
+    got = [kernels.rotary(x, cos, sin, transposed) for transposed in (False, True)]
+    monkeypatch.setattr(kernels, "rotary", lambda *args: None)
+    want = [fused._rotate(x, cos, sin, transposed) for transposed in (False, True)]
+    for a, b in zip(got, want):
+        assert a.stride() == x.stride() and torch.equal(a, b)
+    assert not torch.equal(got[0], got[1])  # the transposed map is another map
+    assert kernels.rotary(x.float(), cos.float(), sin.float(), False) is None  # fp32: the torch path

@@ -61,8 +61,6 @@ def build_random_trainable(config):
     model = apply_method(model, config.adapter)
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model, "enable_input_require_grads") and config.adapter.method != "full":
-        model.enable_input_require_grads()
     return model, compute, device
 
 

@@ -42,6 +42,8 @@ SIGNATURES = {
     "hone_attention_widen": [_p, _p, _p, _p, *[_i64] * 9, _f32, _f32, _int],
     "hone_exp_causal": [_p, _i64, _i64, _int],
     "hone_gather_rows": [_p, _i64, _p, _p, _i64, _i64, _int],
+    "hone_cross_entropy": [_p, _p, _p, _p, _i64, _i64, _i64, _int],
+    "hone_rotary": [_p, _p, _p, _p, *[_i64] * 9, _f32, _int],
 }
 
 
@@ -184,4 +186,32 @@ def gather_rows(src: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     out = src.new_empty(rows.shape[0], *src.shape[1:])
     library().hone_gather_rows(_ptr(src), src.stride(0), _ptr(rows), _ptr(out), rows.shape[0], width,
                                torch.get_num_threads())
+    return out
+
+
+def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> torch.Tensor:
+    """logits (n, V) bf16, contiguous, replaced in place by d(summed loss)/d(logits) =
+    softmax - one_hot (zero rows where the target is `ignore`); returns the losses (n,) fp32."""
+    rows, vocab = logits.shape
+    threads = torch.get_num_threads()
+    targets = targets.to(torch.int64).contiguous()
+    losses = torch.empty(rows, dtype=torch.float32)
+    scratch = torch.empty(threads, vocab, dtype=torch.float32)
+    library().hone_cross_entropy(_ptr(logits), _ptr(targets), _ptr(losses), _ptr(scratch), rows, vocab, ignore, threads)
+    return losses
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transposed: bool) -> torch.Tensor | None:
+    """hone.train.fused._rotate for x (B, H, L, D) bf16 and cos/sin (B or 1, 1, L, D) bf16 with
+    unit stride over D; None where the layout does not fit (the caller keeps torch's path)."""
+    batch, heads, length, dim = x.shape
+    if (dim % 2 or cos.shape != sin.shape or cos.stride() != sin.stride() or cos.shape[1] != 1
+            or cos.shape[2:] != (length, dim) or cos.shape[0] not in (1, batch) or not usable_rows(x, cos, sin)):
+        return None
+    out = torch.empty_like(x)  # keeps x's memory layout
+    if out.stride() != x.stride():
+        return None
+    cb = cos.stride(0) if cos.shape[0] == batch and batch > 1 else 0
+    library().hone_rotary(_ptr(x), _ptr(cos), _ptr(sin), _ptr(out), batch, heads, length, dim, *x.stride()[:3],
+                          cb, cos.stride(2), 1.0 if transposed else -1.0, torch.get_num_threads())
     return out

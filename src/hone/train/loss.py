@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hone.data.collate import PACK_MULTIPLE, row_length
 from hone.data.render import IGNORE
+from hone.train import kernels
 from hone.train.attention import packing_kwargs
 
 CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
@@ -128,21 +129,14 @@ class HeadLoss(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=rows.device)
         for start in range(0, rows.shape[0], step):
             chunk, goal = rows[start : start + step].to(dtype), targets[start : start + step]
-            logits = (chunk @ w.t()).float()
-            squash = None
-            if softcap:
-                squash = torch.tanh(logits / softcap)
-                logits = squash * softcap
-            scored = goal != IGNORE
-            picked = goal.clamp(min=0).unsqueeze(1)
-            logsumexp = torch.logsumexp(logits, dim=-1, keepdim=True)
-            total += ((logsumexp - logits.gather(1, picked)).squeeze(1) * scored).sum()
-            grad = logits.sub_(logsumexp).exp_()  # softmax, in place of the logits
-            grad.scatter_add_(1, picked, torch.full_like(picked, -1, dtype=grad.dtype))
-            grad.mul_(scored.unsqueeze(1))
-            if squash is not None:
-                grad.mul_(1 - squash * squash)
-            grad = grad.to(dtype)
+            logits = chunk @ w.t()
+            if not softcap and kernels.usable(logits):  # one pass: loss and gradient, in place of the logits
+                total += kernels.cross_entropy_(logits, goal, IGNORE).sum()
+                grad = logits
+            else:
+                grad, loss = _entropy_gradient(logits.float(), goal, softcap)
+                total += loss
+                grad = grad.to(dtype)
             grad_rows[start : start + step] = grad @ w
             if grad_weight is not None:
                 grad_weight += (grad.t() @ chunk).float()
@@ -157,3 +151,22 @@ class HeadLoss(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = (grad_weight * grad_total).to(ctx.weight_dtype)
         return grad_rows, None, grad_weight, None, None, None
+
+
+def _entropy_gradient(logits: torch.Tensor, goal: torch.Tensor, softcap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d summed loss / d logits, summed loss) of fp32 logits (n, V) against `goal` (n,):
+    softmax - one_hot, zero rows on ignored targets; the logits' memory is reused."""
+    squash = None
+    if softcap:
+        squash = torch.tanh(logits / softcap)
+        logits = squash * softcap
+    scored = goal != IGNORE
+    picked = goal.clamp(min=0).unsqueeze(1)
+    logsumexp = torch.logsumexp(logits, dim=-1, keepdim=True)
+    loss = ((logsumexp - logits.gather(1, picked)).squeeze(1) * scored).sum()
+    grad = logits.sub_(logsumexp).exp_()  # softmax, in place of the logits
+    grad.scatter_add_(1, picked, torch.full_like(picked, -1, dtype=grad.dtype))
+    grad.mul_(scored.unsqueeze(1))
+    if squash is not None:
+        grad.mul_(1 - squash * squash)
+    return grad, loss

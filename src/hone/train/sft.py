@@ -37,10 +37,11 @@ def build_trainable(config: RunConfig, seed: int):
     model = load_model(config.model, quantize_4bit=method == "qlora", weights_dtype=weights)
     torch.manual_seed(seed)  # adapter initialisation is part of the seeded run
     model = apply_method(model, config.adapter)
-    if config.train.gradient_checkpointing:  # non-reentrant: works whether or not inputs need grads
+    # Non-reentrant checkpointing works whether or not the inputs need gradients, so the frozen
+    # embeddings' output does not get one (no `enable_input_require_grads`): the first layer's
+    # input gradient, which nothing would read, is never computed.
+    if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model, "enable_input_require_grads") and method != "full":
-        model.enable_input_require_grads()
     return model, compute
 
 
