@@ -335,7 +335,7 @@ def main() -> int:
     parser.add_argument("--trl", nargs="*", help="TRL variants to run (default: all for this device)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per system (default: all)")
     parser.add_argument("--workdir", help="keep data, model and adapters here (default: a temporary folder)")
-    parser.add_argument("--finalists", type=int, default=2, help="TRL configurations (the probe's best) run in full; the fastest full run is compared (default: 2)")
+    parser.add_argument("--finalists", type=int, default=3, help="TRL configurations (the probe's best) run in full; the fastest full run is compared (default: 3)")
     parser.add_argument("--repeats", type=int, default=2, help="full runs per system, alternating; the fastest of each is compared (default: 2)")
     args = parser.parse_args()
     spec = Spec(**QUICK) if args.quick else Spec()
@@ -354,7 +354,7 @@ def main() -> int:
 
 
 def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], threads: int, repeats: int = 1,
-            finalists: int = 2) -> dict:
+            finalists: int = 3) -> dict:
     """Rank TRL's configurations on a probe subset, then run the `finalists` best of them and
     hone in full; TRL's row is its fastest full run."""
     train = make_examples(spec.train_examples, spec, seed=spec.seed)
@@ -373,7 +373,8 @@ def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], t
     probes = [measure("trl", v, work, "probe", probe, spec, peak, threads) for v in variants]
     ranked = [r for r in probes if "error" not in r]
     # the short probe does not always rank TRL's configurations as full runs do (padding_free
-    # has won probes and lost full runs to packing), so the top `finalists` all run in full
+    # has won probes and lost full runs to packing; one probe put packing-bf16, TRL's fastest
+    # full run before, last of the bf16 ones), so the top `finalists` all run in full
     ranked.sort(key=lambda r: -r["tokens_per_s"])
     names = [r["variant"] for r in ranked[: max(1, finalists)]] or variants[:1]
     print(f"full runs ({trained_tokens(train)} trained tokens each, {repeats} per system, alternating):", flush=True)
