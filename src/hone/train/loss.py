@@ -20,7 +20,7 @@ from hone.data.render import IGNORE
 from hone.train import kernels
 from hone.train.attention import packing_kwargs
 
-CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32, whatever the vocabulary
+CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32 (8 MB on the bf16 kernel path), whatever the vocabulary
 ROWS_MULTIPLE = 64  # scored rows are padded to a multiple of this (a few matmul shapes, not one per batch)
 
 
