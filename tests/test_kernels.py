@@ -184,3 +184,4 @@ def test_rotary_matches_the_torch_rotation_bit_for_bit(built, monkeypatch, batch
         assert a.stride() == x.stride() and torch.equal(a, b)
     assert not torch.equal(got[0], got[1])  # the transposed map is another map
     assert kernels.rotary(x.float(), cos.float(), sin.float(), False) is None  # fp32: the torch path
+    assert kernels.rotary(x[0], cos[0], sin[0], False) is None  # not (B, H, L, D): the torch path

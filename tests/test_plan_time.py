@@ -33,13 +33,13 @@ def hone(*args, cwd):
 @pytest.mark.slow
 def test_planned_train_time_within_30_percent_of_a_real_run(tmp_path):
     predicted = measured = 0.0
-    for round in range(3):
-        run = tmp_path / f"run{round}"
+    for attempt in range(3):
+        run = tmp_path / f"run{attempt}"
         out = hone("train", RECIPE, f"train.output_dir={run}", "eval.compare=false", "replay.data=null", "train.max_steps=30", cwd=ROOT)
         assert "(measured: real steps of this model timed here" in out, out[-2000:]
         summary = json.loads((run / "summary.json").read_text())
         assert summary["steps"] == 30
-        print(f"round {round}: planned {summary['planned_train_seconds']:.1f} s, measured {summary['train_seconds']:.1f} s")
+        print(f"round {attempt}: planned {summary['planned_train_seconds']:.1f} s, measured {summary['train_seconds']:.1f} s")
         assert f"trained 30 steps in {summary['train_seconds']:.1f} s (planned {summary['planned_train_seconds']:.1f} s)" in out
         predicted += summary["planned_train_seconds"]
         measured += summary["train_seconds"]

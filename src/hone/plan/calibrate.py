@@ -77,21 +77,25 @@ def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenize
     args = config.train
     optimizer, _ = build_optimizer(model, args, total_steps=10)
     layout = "pack" if args.packing else "pad"
+
+    def processed(items: list[Tokenized]) -> int:
+        return processed_tokens(items, args.packing, args.max_row_tokens)
+
     # the run's own switches (fused layers, C kernels, kept heap), without compiling: the plan
     # times steps as `fit` runs them, and a compile would eat its budget
     with prepared(setup, replace(args, compile=False)):
         start = time.perf_counter()  # warm-up on two examples: a big model's full batch could take a minute
         train_step(setup, [batches[0][:2]], optimizer, args.max_grad_norm, layout, args.max_row_tokens)
-        warm = (time.perf_counter() - start) / processed_tokens(batches[0][:2], args.packing, args.max_row_tokens)
+        warm = (time.perf_counter() - start) / processed(batches[0][:2])
         seconds, tokens, rates = 0.0, 0, []
         for batch in batches[1:] or batches:
-            size = processed_tokens(batch, args.packing, args.max_row_tokens)
+            size = processed(batch)
             guess = (rates[-1] if rates else warm) * size
             if rates and seconds + guess > budget_s:
                 break  # whole batches only: a cut one is a shape the run never trains on, and slower per token
             if not rates and guess > budget_s:  # a big model: time one step on part of the batch
                 batch = batch[: max(1, int(len(batch) * budget_s / guess))]
-                size = processed_tokens(batch, args.packing, args.max_row_tokens)
+                size = processed(batch)
             start = time.perf_counter()
             train_step(setup, [batch], optimizer, args.max_grad_norm, layout, args.max_row_tokens)
             elapsed = time.perf_counter() - start

@@ -253,7 +253,7 @@ class Rotary(torch.autograd.Function):
 def _rotate(x, cos, sin, transposed: bool):
     """[x1 c1 - x2 s1, x2 c2 + x1 s2] (= x * cos + cat(-x2, x1) * sin); `transposed`: the
     transposed map, [x1 c1 + x2 s2, x2 c2 - x1 s1], which is the gradient."""
-    done = kernels.rotary(x, cos, sin, transposed) if x.dim() == 4 else None
+    done = kernels.rotary(x, cos, sin, transposed)
     if done is not None:
         return done
     half = x.shape[-1] // 2

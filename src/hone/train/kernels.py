@@ -204,6 +204,8 @@ def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transposed: bool) -> torch.Tensor | None:
     """hone.train.fused._rotate for x (B, H, L, D) bf16 and cos/sin (B or 1, 1, L, D) bf16 with
     unit stride over D; None where the layout does not fit (the caller keeps torch's path)."""
+    if x.dim() != 4 or cos.dim() != 4:
+        return None
     batch, heads, length, dim = x.shape
     if (dim % 2 or cos.shape != sin.shape or cos.stride() != sin.stride() or cos.shape[1] != 1
             or cos.shape[2:] != (length, dim) or cos.shape[0] not in (1, batch) or not usable_rows(x, cos, sin)):

@@ -116,8 +116,9 @@ def run_sft(config: RunConfig, resume: bool = False, plan=None) -> Path:
     summary = train_and_save(config, tokenizer, train, evals, run_dir, resume, replay)
     summary["length_policy"] = {name: vars(report) for name, report in reports.items()}
     summary["planned_train_seconds"] = planned_seconds(plan)
+    planned = summary["planned_train_seconds"]
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s"
-          + (f" (planned {summary['planned_train_seconds']:.1f} s)" if summary["planned_train_seconds"] else ""))
+          + (f" (planned {planned:.1f} s)" if planned is not None else ""))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if config.eval.compare:
         compare_with_base(run_dir, config)
@@ -126,8 +127,9 @@ def run_sft(config: RunConfig, resume: bool = False, plan=None) -> Path:
 
 def planned_seconds(plan) -> float | None:
     """The plan's optimizer-step seconds for this machine, when it made a finite one."""
-    seconds = getattr(plan, "this_machine_train_seconds", None)
-    return round(seconds, 3) if seconds is not None and math.isfinite(seconds) else None
+    if plan is None or not math.isfinite(plan.this_machine_train_seconds):
+        return None
+    return round(plan.this_machine_train_seconds, 3)
 
 
 def compare_with_base(run_dir: Path, config: RunConfig) -> None:
