@@ -67,8 +67,9 @@ def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, monkeypat
     torch.manual_seed(0)
     model = apply_method(model, AdapterArgs(method="lora", lora_rank=4, target_modules=targets))
     for name, param in model.named_parameters():
-        if "lora_B" in name:  # PEFT starts B at zero; give the adapter something to contribute
+        if "lora_B" in name or name.endswith(".bias"):  # both start at zero; give them something to contribute
             torch.nn.init.normal_(param, std=0.05)
+    assert family != "qwen2" or any(name.endswith("q_proj.base_layer.bias") for name, _ in model.named_parameters())
     batch = pack_batch(items())
     expected, expected_grads, _ = loss_and_grads(model, batch, use_fused=False)
     got, grads, patched = loss_and_grads(model, batch, use_fused=True)
@@ -81,9 +82,14 @@ def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, monkeypat
     assert patched == lora_layers - 3 * mlps + mlps + norms and lora_layers > 0
     assert len(groups) == (model.config.num_hidden_layers if targets == ALL_LINEARS and family != "phi3" else 0)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-5)
-    for name, grad in grads.items():  # fp32 rounding differs (fused multiply-adds): judged against each gradient's scale
+    # fp32 rounding differs (fused multiply-adds, another summation order), so each gradient
+    # is judged against its own scale. Usually within 1e-5 of it, but in about one run in
+    # ten, with the same inputs, the q projection's adapter gradients (both layers) read
+    # 5.7e-5 to 1.6e-4 (measured over 10 runs of all 8 cases): the bound leaves room for
+    # that; a wrong term or a missing scale is off by 1e-2 or more.
+    for name, grad in grads.items():
         want = expected_grads[name]
-        assert (grad - want).abs().max() <= 1e-5 * want.abs().max(), name
+        assert (grad - want).abs().max() <= 1e-3 * want.abs().max(), name
     assert not any("forward" in vars(m) for m in model.modules())  # every module got its own forward back
     # rotary embeddings: Llama's function (copied into Qwen2 and Gemma) runs as one node; Phi-3's differs
     modeling = sys.modules[type(model.get_base_model().model.layers[0].self_attn).__module__]
@@ -91,6 +97,25 @@ def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, monkeypat
     with fused(model):
         assert (modeling.apply_rotary_pos_emb is not original) == (family != "phi3")
     assert modeling.apply_rotary_pos_emb is original
+
+
+def test_projection_weights_live_in_their_joined_matrices_only_while_fused(tiny_llama):
+    """While fused, each gate/up (and q/k/v) weight is a view into [W | B_i ...] (no second
+    copy of it), its row as wide as the input plus the ranks of its group; on exit it is a
+    contiguous tensor again, with the same values."""
+    model = apply_method(load_model(ModelArgs(path=str(tiny_llama), dtype="float32")),
+                         AdapterArgs(method="lora", lora_rank=4, target_modules=ALL_LINEARS))
+    layer = model.get_base_model().model.layers[0]
+    groups = [(2, [layer.mlp.gate_proj, layer.mlp.up_proj]),
+              (3, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])]
+    weights = [(size, p.base_layer.weight) for size, projections in groups for p in projections]
+    before = [w.detach().clone() for _, w in weights]
+    with fused(model):
+        for (size, weight), value in zip(weights, before):
+            assert weight.stride() == (weight.shape[1] + size * 4, 1) and torch.equal(weight, value)
+            assert not weight.requires_grad
+    for (_, weight), value in zip(weights, before):
+        assert weight.is_contiguous() and torch.equal(weight, value)
 
 
 def test_lora_with_dropout_keeps_peft_forward(tiny_llama):
