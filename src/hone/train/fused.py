@@ -390,16 +390,9 @@ class JoinedProjections:
 
     def __init__(self, layers: list, ranks: list[int]):
         self.layers, self.in_features = layers, layers[0].weight.shape[1]
-        self.matrices, self.columns = [], []
-        start = self.in_features
-        for layer, rank in zip(layers, ranks):
-            weight = layer.weight
-            joined = weight.new_zeros(weight.shape[0], self.in_features + sum(ranks))
-            joined[:, : self.in_features] = weight.detach()
-            weight.data = joined[:, : self.in_features]
-            self.matrices.append(joined)
-            self.columns.append((start, start + rank))
-            start += rank
+        self.matrices = [_move_weight(layer, extra_columns=sum(ranks)) for layer in layers]
+        ends = [self.in_features + sum(ranks[: i + 1]) for i in range(len(ranks))]
+        self.columns = [(end - rank, end) for end, rank in zip(ends, ranks)]
 
     @staticmethod
     def possible(layers: list) -> bool:
@@ -417,7 +410,7 @@ class JoinedProjections:
 
     def restore(self):
         for layer in self.layers:
-            layer.weight.data = layer.weight.data.clone(memory_format=torch.contiguous_format)
+            _copy_weight_out(layer)
 
 
 class StackedDown:
@@ -432,18 +425,31 @@ class StackedDown:
 
     def __init__(self, layer, rank: int):
         self.layer, self.out_features = layer, layer.weight.shape[0]
-        weight = layer.weight
-        self.matrix = weight.new_zeros(self.out_features + rank, weight.shape[1])
-        self.matrix[: self.out_features] = weight.detach()
-        weight.data = self.matrix[: self.out_features]
+        self.matrix = _move_weight(layer, extra_rows=rank)
 
     def input_gradient(self, grad, grad_hidden, a):
         self.matrix[self.out_features :].copy_(a)
         return torch.cat([grad, grad_hidden], dim=1) @ self.matrix
 
     def restore(self):
-        # the stack itself stays with this object while a graph built inside still needs it
-        self.layer.weight.data = self.layer.weight.data.clone(memory_format=torch.contiguous_format)
+        _copy_weight_out(self.layer)
+
+
+def _move_weight(layer, extra_rows: int = 0, extra_columns: int = 0) -> torch.Tensor:
+    """A zero matrix with `layer`'s weight in its top-left corner, which the weight then
+    becomes a view of (no second copy of it is kept)."""
+    weight = layer.weight
+    rows, columns = weight.shape
+    matrix = weight.new_zeros(rows + extra_rows, columns + extra_columns)
+    matrix[:rows, :columns] = weight.detach()
+    weight.data = matrix[:rows, :columns]
+    return matrix
+
+
+def _copy_weight_out(layer) -> None:
+    """Undoes `_move_weight`: the weight gets contiguous memory of its own again. The matrix
+    stays with its owner while a graph built inside still needs it."""
+    layer.weight.data = layer.weight.data.clone(memory_format=torch.contiguous_format)
 
 
 def _joined(layers: list, ranks: list[int], undo: list) -> JoinedProjections | None:
@@ -454,15 +460,20 @@ def _joined(layers: list, ranks: list[int], undo: list) -> JoinedProjections | N
     return joined
 
 
+def _stacked(layer, rank: int, undo: list) -> StackedDown | None:
+    if not layer.weight.is_contiguous():
+        return None
+    stacked = StackedDown(layer, rank)
+    undo.append(stacked.restore)
+    return stacked
+
+
 def _swiglu_forward(module, undo: list):
     gate, up, down = (getattr(module, name) for name in MLP)
     adapters = [(p.lora_A[n], p.lora_B[n], float(p.scaling[n])) for p, n in ((p, _plain_lora(p)) for p in (gate, up, down))]
     (ag, bg, sg), (au, bu, su), (ad, bd, sd) = adapters
     joined = _joined([gate.base_layer, up.base_layer], [ag.weight.shape[0], au.weight.shape[0]], undo)
-    stacked = None
-    if down.base_layer.weight.is_contiguous():
-        stacked = StackedDown(down.base_layer, ad.weight.shape[0])
-        undo.append(stacked.restore)
+    stacked = _stacked(down.base_layer, ad.weight.shape[0], undo)
 
     def forward(x):
         return SwiGluLora.apply(x, gate.base_layer.weight, up.base_layer.weight, down.base_layer.weight,

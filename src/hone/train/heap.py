@@ -52,7 +52,7 @@ def kept_heap():
     finally:
         libc.mallopt(M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
-        libc.malloc_trim(0)
+        give_back_free_memory()
 
 
 def give_back_free_memory() -> None:
