@@ -185,3 +185,39 @@ def test_rotary_matches_the_torch_rotation_bit_for_bit(built, monkeypatch, batch
     assert not torch.equal(got[0], got[1])  # the transposed map is another map
     assert kernels.rotary(x.float(), cos.float(), sin.float(), False) is None  # fp32: the torch path
     assert kernels.rotary(x[0], cos[0], sin[0], False) is None  # not (B, H, L, D): the torch path
+
+
+def test_rank_products_match_fp32_products_or_step_aside(built):
+    """x @ w with a rank-wide w, and the token sums x^T y, on AMX tiles: the fp32 sums of
+    the bf16 inputs, for each layout the LoRA nodes hand over (w as A^T, as B, as a column
+    slice; y as a column slice). Where the kernels do not apply they return None and the
+    callers keep torch's product."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 160).to(torch.bfloat16)
+    if built is None or not kernels.amx():
+        assert kernels.rank_product(x, torch.zeros(160, 16, dtype=torch.bfloat16)) is None
+        assert kernels.token_sum_product(x, torch.zeros(96, 16, dtype=torch.bfloat16)) is None
+        return
+
+    def close(got, want):
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+    for rank in kernels.RANKS:
+        a = torch.randn(rank, 160).to(torch.bfloat16)  # an adapter's A: x A^T takes it transposed
+        b = torch.randn(160, rank).to(torch.bfloat16)  # an adapter's B
+        wide = torch.randn(160, rank + 16).to(torch.bfloat16)[:, 8 : 8 + rank]  # rows wider than the rank
+        for w in (a.t(), b, wide):
+            close(kernels.rank_product(x, w), x.double() @ w.double())
+        y = torch.randn(96, 2 * rank).to(torch.bfloat16)[:, rank:]  # a column slice, as of `hidden`
+        close(kernels.token_sum_product(x, y), x.double().t() @ y.double())
+        close(kernels.token_sum_product(x, y, transposed=True), y.double().t() @ x.double())
+    rows = torch.randn(96, 2 * 160).to(torch.bfloat16)[:, 160:]  # x with rows further apart than its width
+    close(kernels.rank_product(rows, b), rows.double() @ b.double())
+    close(kernels.token_sum_product(rows, y), rows.double().t() @ y.double())
+    # shapes the tiles do not take
+    assert kernels.rank_product(x[:40], b) is None  # rows not a multiple of 16
+    assert kernels.rank_product(x[:, :150], b[:150]) is None  # inner size not a multiple of 32
+    assert kernels.rank_product(x, torch.zeros(160, 8, dtype=torch.bfloat16)) is None  # rank 8
+    assert kernels.token_sum_product(x[:80], y[:80]) is None  # tokens not a multiple of 32
+    assert kernels.rank_product(x.float(), b.float()) is None  # fp32

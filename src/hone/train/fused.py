@@ -23,6 +23,9 @@ Inside those nodes the adapter's rank-sized products ride along in the base prod
 the frozen weights are moved, while training, into joined matrices [W | B] (gate/up and
 q/k/v forward, `JoinedProjections`) and [W; A] (the down projection's input gradient,
 `StackedDown`), views of which stand in for the weights; on exit they are copied out again.
+The products left with the rank on one side (x A^T, g B, and the adapter gradients summed
+over the tokens) run on the CPU's AMX tiles where it has them (`kernels.rank_product`,
+`kernels.token_sum_product`), else as torch products.
 
 RMSNorm layers whose forward is transformers' Llama one (Llama, Qwen2, Mistral, Phi-3 and
 the other copies of it) run as `RMSNorm`: the same fp32 arithmetic, but backward keeps the
@@ -46,6 +49,22 @@ from hone.train import kernels
 from hone.train.heap import give_back_free_memory
 
 
+def _rank_mm(x, w):
+    """x @ w for a rank-wide w (tokens x in @ in x rank): in fp32 from the AMX kernel where it
+    applies (`kernels.rank_product`), else torch's product in x's dtype."""
+    out = kernels.rank_product(x, w)
+    return x @ w if out is None else out
+
+
+def _token_mm(x, y, transposed: bool = False):
+    """x^T y, summed over the tokens (the rows of both), or its transpose y^T x: the adapter
+    gradients. fp32 from the AMX kernel where it applies (`kernels.token_sum_product`)."""
+    out = kernels.token_sum_product(x, y, transposed)
+    if out is not None:
+        return out
+    return y.t() @ x if transposed else x.t() @ y
+
+
 class LoraLinear(torch.autograd.Function):
     """y = x W^T + bias + scale * (x A^T) B^T, with W frozen and A, B trained."""
 
@@ -54,7 +73,7 @@ class LoraLinear(torch.autograd.Function):
         dtype = weight.dtype
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
         a, b = lora_a.to(dtype), lora_b.to(dtype)
-        hidden = (flat @ a.t()).mul_(scale)  # tokens x rank
+        hidden = _rank_mm(flat, a.t()).mul_(scale).to(dtype)  # tokens x rank
         out = torch.addmm(bias.to(dtype), flat, weight.t()) if bias is not None else flat @ weight.t()
         out.addmm_(hidden, b.t())
         ctx.save_for_backward(flat, hidden, weight, a, b)
@@ -66,9 +85,9 @@ class LoraLinear(torch.autograd.Function):
     def backward(ctx, grad):
         flat, hidden, weight, a, b = ctx.saved_tensors
         g = grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
-        grad_b = g.t() @ hidden  # out x rank (the scale is already inside `hidden`)
-        grad_hidden = (g @ b).mul_(ctx.scale)  # tokens x rank
-        grad_a = grad_hidden.t() @ flat  # rank x in
+        grad_b = _token_mm(g, hidden)  # out x rank (the scale is already inside `hidden`)
+        grad_hidden = _rank_mm(g, b).mul_(ctx.scale).to(g.dtype)  # tokens x rank
+        grad_a = _token_mm(flat, grad_hidden, transposed=True)  # rank x in
         grad_x = None
         if ctx.needs_input_grad[0]:  # not for the first layer's projections of frozen embeddings
             grad_x = g @ weight
@@ -90,13 +109,15 @@ class SharedInputLora(torch.autograd.Function):
         dtype = layers[0][0].dtype
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
         a_all = torch.cat([a.to(dtype) for _, _, a, _ in layers])
-        hidden = flat @ a_all.t()  # tokens x (sum of ranks)
-        bs, biases, pieces, start = [], [], [], 0
+        hidden = _rank_mm(flat, a_all.t())  # tokens x (sum of ranks)
+        bs, biases, start = [], [], 0
         for (weight, bias, a, b), scale in zip(layers, scales):
-            pieces.append(hidden[:, start : start + a.shape[0]].mul_(scale))
+            hidden[:, start : start + a.shape[0]].mul_(scale)
             bs.append(b.to(dtype))
             biases.append(bias.to(dtype) if bias is not None else None)
             start += a.shape[0]
+        hidden = hidden.to(dtype)
+        pieces = hidden.split([a.shape[0] for _, _, a, _ in layers], dim=1)
         if joined is not None:  # see `JoinedProjections`
             outs = joined.products(flat, hidden, bs, biases)
         else:
@@ -117,12 +138,12 @@ class SharedInputLora(torch.autograd.Function):
         gs = [g.reshape(-1, g.shape[-1]).to(flat.dtype) for g in grads]
         grad_hidden, param_grads, start = [], [], 0
         for g, b, scale, rank, (_, b_dtype), bias_grad in zip(gs, bs, ctx.scales, ctx.ranks, ctx.param_dtypes, ctx.bias_grad):
-            grad_b = (g.t() @ hidden[:, start : start + rank]).to(b_dtype)
-            grad_hidden.append((g @ b).mul_(scale))
+            grad_b = _token_mm(g, hidden[:, start : start + rank]).to(b_dtype)
+            grad_hidden.append(_rank_mm(g, b).mul_(scale))
             param_grads.append([None, g.sum(0) if bias_grad else None, None, grad_b])
             start += rank
-        grad_hidden = torch.cat(grad_hidden, dim=1)
-        grad_a_all = grad_hidden.t() @ flat
+        grad_hidden = torch.cat(grad_hidden, dim=1).to(flat.dtype)
+        grad_a_all = _token_mm(flat, grad_hidden, transposed=True)
         start = 0
         for grads_of, rank, (a_dtype, _) in zip(param_grads, ctx.ranks, ctx.param_dtypes):
             grads_of[2] = grad_a_all[start : start + rank].to(a_dtype)
@@ -193,16 +214,17 @@ class SwiGluLora(torch.autograd.Function):
         s_gate, s_up, s_down = scales
         rank = ag.shape[0]
         a_gate_up = torch.cat([ag, au])  # both adapters' A in one product
-        hidden = flat @ a_gate_up.t()
+        hidden = _rank_mm(flat, a_gate_up.t())
         hidden[:, :rank].mul_(s_gate)
         hidden[:, rank:].mul_(s_up)
+        hidden = hidden.to(dtype)
         if joined is not None:  # [x, hidden] @ [W | B]^T: the adapter inside the base product
             gate, up = joined.products(flat, hidden, (bg, bu), (None, None))
         else:
             gate = (flat @ w_gate.t()).addmm_(hidden[:, :rank], bg.t())
             up = (flat @ w_up.t()).addmm_(hidden[:, rank:], bu.t())
         act = kernels.swiglu_forward(gate, up) if kernels.usable(gate, up) else F.silu(gate).mul_(up)
-        hidden_down = (act @ ad.t()).mul_(s_down)
+        hidden_down = _rank_mm(act, ad.t()).mul_(s_down).to(dtype)
         out = (act @ w_down.t()).addmm_(hidden_down, bd.t())
         ctx.save_for_backward(flat, gate, up, hidden, hidden_down, w_gate, w_up, w_down, a_gate_up, *casts[1:])
         ctx.scales, ctx.rank, ctx.x_dtype, ctx.stacked = scales, rank, x.dtype, stacked
@@ -216,8 +238,8 @@ class SwiGluLora(torch.autograd.Function):
         rank = ctx.rank
         g = grad.reshape(-1, grad.shape[-1]).to(w_down.dtype)
         # down
-        grad_bd = g.t() @ hidden_down
-        grad_hidden_down = (g @ bd).mul_(s_down)
+        grad_bd = _token_mm(g, hidden_down)
+        grad_hidden_down = _rank_mm(g, bd).mul_(s_down).to(g.dtype)
         if ctx.stacked is not None:  # [g, grad_hidden] @ [W; A] (`StackedDown`)
             grad_act = ctx.stacked.input_gradient(g, grad_hidden_down, ad)
         else:
@@ -232,13 +254,14 @@ class SwiGluLora(torch.autograd.Function):
             del silu
             grad_gate = torch.ops.aten.silu_backward(grad_act.mul_(up), gate)
         del grad_act
-        grad_ad = grad_hidden_down.t() @ act
+        grad_ad = _token_mm(act, grad_hidden_down, transposed=True)
         del act
         # gate and up
-        grad_bg = grad_gate.t() @ hidden[:, :rank]
-        grad_bu = grad_up.t() @ hidden[:, rank:]
-        grad_hidden = torch.cat([(grad_gate @ bg).mul_(s_gate), (grad_up @ bu).mul_(s_up)], dim=1)
-        grad_a_gate_up = grad_hidden.t() @ flat
+        grad_bg = _token_mm(grad_gate, hidden[:, :rank])
+        grad_bu = _token_mm(grad_up, hidden[:, rank:])
+        grad_hidden = torch.cat([_rank_mm(grad_gate, bg).mul_(s_gate), _rank_mm(grad_up, bu).mul_(s_up)], dim=1)
+        grad_hidden = grad_hidden.to(flat.dtype)
+        grad_a_gate_up = _token_mm(flat, grad_hidden, transposed=True)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = (grad_gate @ w_gate).addmm_(grad_up, w_up).addmm_(grad_hidden, a_gate_up)

@@ -44,7 +44,11 @@ SIGNATURES = {
     "hone_gather_rows": [_p, _i64, _p, _p, _i64, _i64, _int],
     "hone_cross_entropy": [_p, _p, _p, _p, _i64, _i64, _i64, _int],
     "hone_rotary": [_p, _p, _p, _p, *[_i64] * 9, _f32, _int],
+    "hone_amx_ready": [],
+    "hone_lora_nn": [_p, _i64, _p, _i64, _i64, _p, *[_i64] * 3, _int],
+    "hone_lora_tn": [_p, _i64, _p, _i64, _p, *[_i64] * 3, _int, _int],
 }
+RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn"}  # an int: 1 ready or done, 0 not (no AMX, no memory)
 
 
 def _cpu_tag() -> str:
@@ -100,7 +104,8 @@ def library() -> ctypes.CDLL | None:
         return None
     for name, argtypes in SIGNATURES.items():
         function = getattr(lib, name)
-        function.argtypes, function.restype = argtypes, None
+        function.argtypes, function.restype = argtypes, _int if name in RETURNING else None
+    lib.amx = bool(lib.hone_amx_ready())  # asks the OS for the tile state once
     return lib
 
 
@@ -217,3 +222,39 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transposed: bo
     library().hone_rotary(_ptr(x), _ptr(cos), _ptr(sin), _ptr(out), batch, heads, length, dim, *x.stride()[:3],
                           cb, cos.stride(2), 1.0 if transposed else -1.0, torch.get_num_threads())
     return out
+
+
+def amx() -> bool:
+    """True when the rank-product kernels below run here: built for a CPU with AMX tiles
+    (Sapphire Rapids and later Xeons), and the OS granted this process the tile state."""
+    lib = library()
+    return lib is not None and lib.amx
+
+
+RANKS = (16, 32, 48)  # the rank widths the kernels take: one to three 16-column tiles
+
+
+def rank_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """x (T, K) @ w (K, R) in fp32 for a rank-wide w (any strides), x bf16 with unit-stride
+    rows; None where the AMX kernel does not apply (the caller keeps torch's product)."""
+    rows, inner = x.shape
+    if w.shape[1] not in RANKS or rows % 16 or inner % 32 or not _bf16_cpu((x, w)) or x.stride(-1) != 1 or not amx():
+        return None
+    out = torch.empty(rows, w.shape[1], dtype=torch.float32)
+    done = library().hone_lora_nn(_ptr(x), x.stride(0), _ptr(w), *w.stride(), _ptr(out), rows, inner, w.shape[1],
+                                  torch.get_num_threads())
+    return out if done else None
+
+
+def token_sum_product(x: torch.Tensor, y: torch.Tensor, transposed: bool = False) -> torch.Tensor | None:
+    """x^T y, (M, R) fp32, or its transpose (R, M), for x (T, M) and a rank-wide y (T, R), both
+    bf16 with unit-stride rows: a sum over the T tokens. None where the AMX kernel does not apply."""
+    tokens, columns = x.shape
+    if y.shape[1] not in RANKS or tokens % 32 or columns % 16 or not _bf16_cpu((x, y)) or x.stride(-1) != 1 \
+            or y.stride(-1) != 1 or not amx():
+        return None
+    rank = y.shape[1]
+    out = torch.empty(*((rank, columns) if transposed else (columns, rank)), dtype=torch.float32)
+    done = library().hone_lora_tn(_ptr(x), x.stride(0), _ptr(y), y.stride(0), _ptr(out), tokens, columns, rank,
+                                  int(transposed), torch.get_num_threads())
+    return out if done else None
