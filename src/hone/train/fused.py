@@ -108,16 +108,15 @@ class SharedInputLora(torch.autograd.Function):
         layers = [tensors[i : i + 4] for i in range(0, len(tensors), 4)]
         dtype = layers[0][0].dtype
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
+        ranks = [a.shape[0] for _, _, a, _ in layers]
         a_all = torch.cat([a.to(dtype) for _, _, a, _ in layers])
         hidden = _rank_mm(flat, a_all.t())  # tokens x (sum of ranks)
-        bs, biases, start = [], [], 0
-        for (weight, bias, a, b), scale in zip(layers, scales):
-            hidden[:, start : start + a.shape[0]].mul_(scale)
-            bs.append(b.to(dtype))
-            biases.append(bias.to(dtype) if bias is not None else None)
-            start += a.shape[0]
+        for piece, scale in zip(hidden.split(ranks, dim=1), scales):
+            piece.mul_(scale)
         hidden = hidden.to(dtype)
-        pieces = hidden.split([a.shape[0] for _, _, a, _ in layers], dim=1)
+        pieces = hidden.split(ranks, dim=1)
+        bs = [b.to(dtype) for _, _, _, b in layers]
+        biases = [bias.to(dtype) if bias is not None else None for _, bias, _, _ in layers]
         if joined is not None:  # see `JoinedProjections`
             outs = joined.products(flat, hidden, bs, biases)
         else:
@@ -126,7 +125,7 @@ class SharedInputLora(torch.autograd.Function):
         outs = [out.view(*x.shape[:-1], out.shape[-1]) for out in outs]
         ctx.save_for_backward(flat, hidden, a_all, *bs, *(weight for weight, _, _, _ in layers))
         ctx.scales, ctx.x_dtype, ctx.n = scales, x.dtype, len(layers)
-        ctx.ranks = [a.shape[0] for _, _, a, _ in layers]
+        ctx.ranks = ranks
         ctx.param_dtypes = [(a.dtype, b.dtype) for _, _, a, b in layers]
         ctx.bias_grad = [bias is not None and bias.requires_grad for _, bias, _, _ in layers]
         return tuple(outs)

@@ -429,6 +429,22 @@ void hone_rotary(const uint16_t *x, const uint16_t *cos, const uint16_t *sin, ui
 
 int hone_amx_ready(void) { return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0; }
 
+/* The 16 values at `first` and the 16 at `second` side by side in pairs: first[0], second[0],
+   first[1], ... (the tile unit takes bf16 pairs along the summed dimension). */
+static inline __m512i interleaved(const uint16_t *first, const uint16_t *second) {
+    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)first)),
+                                      _mm256_loadu_si256((const __m256i *)second), 1);
+    return _mm512_permutexvar_epi16(pairs, both);
+}
+
+/* Byte offsets 0, step, 2 step, ... 15 step: a 32-bit gather over 16 strided pairs. */
+static inline __m512i offsets_of(int64_t step) {
+    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    return _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)step));
+}
+
 /* Every tile 16 rows of 64 bytes: 16 x 32 bf16 or 16 x 16 fp32. Loaded on each thread that
    uses tiles, released after, as the matmul library does around its own kernels. */
 static void tiles_on(void) {
@@ -486,20 +502,14 @@ static void lora_nn_rows(const void *p, int64_t begin, int64_t end) {
    + (k % 32 / 2) * 16 + r % 16] holds the pair (w[k][r], w[k + 1][r]) for even k. */
 static void pack_pairs(const uint16_t *w, int64_t sk, int64_t sr, uint32_t *packed, int64_t K, int64_t R) {
     const int64_t blocks = R / 16;
-    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i offsets = offsets_of(sr * 2);
     for (int64_t k = 0; k < K; k += 2)
         for (int64_t rb = 0; rb < blocks; rb++) {
             uint32_t *to = packed + ((k / 32) * blocks + rb) * 256 + (k % 32 / 2) * 16;
             const uint16_t *from = w + k * sk + rb * 16 * sr;
             if (sr == 1) {  /* two runs of 16 ranks, interleaved */
-                __m256i first = _mm256_loadu_si256((const __m256i *)from);
-                __m256i second = _mm256_loadu_si256((const __m256i *)(from + sk));
-                __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-                _mm512_storeu_si512((__m512i *)to, _mm512_permutexvar_epi16(pairs, both));
+                _mm512_storeu_si512((__m512i *)to, interleaved(from, from + sk));
             } else if (sk == 1) {  /* each pair already side by side: one 32-bit gather */
-                __m512i offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)(sr * 2)));
                 _mm512_storeu_si512((__m512i *)to, _mm512_i32gather_epi32(offsets, from, 1));
             } else {
                 for (int64_t j = 0; j < 16; j++) to[j] = (uint32_t)from[j * sr] | (uint32_t)from[j * sr + sk] << 16;
@@ -533,8 +543,6 @@ typedef struct {
 static void lora_tn_columns(const void *p, int64_t begin, int64_t end) {
     const tn_args *a = (const tn_args *)p;
     const int64_t blocks = a->R / 16;
-    const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
-                                           21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     __attribute__((aligned(64))) uint16_t tile[16 * 32];
     __attribute__((aligned(64))) float sums[16 * 16];
     tiles_on();
@@ -545,10 +553,7 @@ static void lora_tn_columns(const void *p, int64_t begin, int64_t end) {
         for (int64_t t = 0; t < a->T; t += 32) {
             for (int64_t i = 0; i < 16; i++) {
                 const uint16_t *row = a->x + (t + 2 * i) * a->sx + c * 16;
-                __m256i first = _mm256_loadu_si256((const __m256i *)row);
-                __m256i second = _mm256_loadu_si256((const __m256i *)(row + a->sx));
-                __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(first), second, 1);
-                _mm512_store_si512((__m512i *)(tile + i * 32), _mm512_permutexvar_epi16(pairs, both));
+                _mm512_store_si512((__m512i *)(tile + i * 32), interleaved(row, row + a->sx));
             }
             const uint16_t *yt = a->yt + t * a->R;
             _tile_loadd(4, tile, 64);
@@ -584,8 +589,7 @@ static void lora_tn_columns(const void *p, int64_t begin, int64_t end) {
 /* y (T, R), rows sy apart, as y^T in 32-token tiles: yt[(t / 32) * R * 32 + r * 32 + t % 32]. Two
    ranks at a time: a 32-bit gather over 16 tokens takes (y[t][r], y[t][r + 1]) for each. */
 static void pack_transposed(const uint16_t *y, int64_t sy, uint16_t *yt, int64_t T, int64_t R) {
-    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)(sy * 2)));
+    const __m512i offsets = offsets_of(sy * 2);
     __m512i even = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22,
                                     20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     __m512i odd = _mm512_add_epi16(even, _mm512_set1_epi16(1));

@@ -238,7 +238,7 @@ def rank_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     """x (T, K) @ w (K, R) in fp32 for a rank-wide w (any strides), x bf16 with unit-stride
     rows; None where the AMX kernel does not apply (the caller keeps torch's product)."""
     rows, inner = x.shape
-    if w.shape[1] not in RANKS or rows % 16 or inner % 32 or not _bf16_cpu((x, w)) or x.stride(-1) != 1 or not amx():
+    if w.shape[1] not in RANKS or rows % 16 or inner % 32 or not usable_rows(x) or not _bf16_cpu((w,)) or not amx():
         return None
     out = torch.empty(rows, w.shape[1], dtype=torch.float32)
     done = library().hone_lora_nn(_ptr(x), x.stride(0), _ptr(w), *w.stride(), _ptr(out), rows, inner, w.shape[1],
@@ -250,8 +250,7 @@ def token_sum_product(x: torch.Tensor, y: torch.Tensor, transposed: bool = False
     """x^T y, (M, R) fp32, or its transpose (R, M), for x (T, M) and a rank-wide y (T, R), both
     bf16 with unit-stride rows: a sum over the T tokens. None where the AMX kernel does not apply."""
     tokens, columns = x.shape
-    if y.shape[1] not in RANKS or tokens % 32 or columns % 16 or not _bf16_cpu((x, y)) or x.stride(-1) != 1 \
-            or y.stride(-1) != 1 or not amx():
+    if y.shape[1] not in RANKS or tokens % 32 or columns % 16 or not usable_rows(x, y) or not amx():
         return None
     rank = y.shape[1]
     out = torch.empty(*((rank, columns) if transposed else (columns, rank)), dtype=torch.float32)
