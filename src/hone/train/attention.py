@@ -3,8 +3,12 @@
 A packed row holds several examples back to back (see `hone.data.collate.pack_batch`).
 The model receives `cu_seq_lens_q/k` (cumulative example lengths, the flash-attention
 varlen convention) and `position_ids` restarting per example. On CUDA with flash-attn
-installed, transformers' own `flash_attention_2` consumes them directly. On CPU the
-`hone_packed` implementation below calls the CPU flash kernel once per group of examples
+installed, transformers' own `flash_attention_2` consumes them directly. On a CPU with AMX
+tiles (bf16, head dim 32 or 64), `hone_packed` runs the C kernels of
+`hone.train.kernels.attention_forward/backward`: each example and key/value head on tiles,
+read in place from the row, only over the keys each query block sees (2.1x the forward and
+2.7x the backward below, measured on the benchmark's rows). Elsewhere on CPU it
+calls the CPU flash kernel once per group of examples
 of equal padded length, forward and backward, as one autograd node per layer: measured on
 a 2-core CPU it is faster than one SDPA call over the whole row with a block-diagonal mask
 (which pays for the full T x T score matrix) and, with the backward choice below, about
@@ -114,6 +118,16 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bounds, scale):
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
+        if bounds[0] == 0 and bounds[-1] == query.shape[2] and kernels.attention_applies(query, key, value):
+            ends = torch.tensor(bounds, dtype=torch.int64)
+            done = kernels.attention_forward(query, key, value, ends, scale)
+            if done is not None:
+                out, lse = done
+                ctx.save_for_backward(query, key, value, out, lse, ends)
+                ctx.tiles, ctx.scale = True, scale
+                return out.unsqueeze(0)
+        ctx.tiles = False
         layout = _Layout.of(tuple(bounds), query.device)
         q, k, v = (layout.scatter(t[0].transpose(0, 1)) for t in (query, key, value))
         out = q.new_empty(q.shape)
@@ -128,6 +142,12 @@ class PackedAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.tiles:
+            query, key, value, out, lse, ends = ctx.saved_tensors
+            grads = kernels.attention_backward(grad_out[0], query, key, value, out, lse, ends, ctx.scale)
+            if grads is None:
+                raise MemoryError("no memory for the attention backward's scratch")
+            return *(t.transpose(0, 1).unsqueeze(0) for t in grads), None, None
         q, k, v, out, *lses = ctx.saved_tensors
         layout = ctx.layout
         # Filler rows get zero output gradient, so they add nothing to the key/value gradients.

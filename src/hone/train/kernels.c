@@ -615,10 +615,399 @@ int hone_lora_tn(const uint16_t *x, int64_t sx, const uint16_t *y, int64_t sy, f
     free(yt);
     return 1;
 }
+
+/* ---- causal attention within each example of a packed row, on AMX tiles ----
+
+   The attention of a packed row is many small causal problems (one per example and head,
+   ~100-800 tokens, head dim 32 or 64). Through the CPU flash kernel and batched products
+   it ran at ~65 GFLOP/s on 2 cores, a third of a step. Here each (example, kv head) is one
+   work item, longest first over the threads: keys and values are packed once for the tile
+   unit, then for every 32-query block the scores, their softmax and the products with the
+   values (forward) or the four gradient products (backward) run on tiles, only over the
+   keys the block can see. Queries, keys and values are read in place from the row (any
+   token and head strides); nothing is padded except inside the per-thread scratch. */
+
+typedef struct {
+    const uint16_t *q, *k, *v, *o, *grad;
+    int64_t sq, hq, sk, hk, sv, hv, so, ho, sg, hg; /* token and head strides, in elements */
+    uint16_t *out, *dq, *dk, *dv;                   /* (T, H, D) or (T, H_kv, D), contiguous */
+    float *lse;                                     /* (H, T): log-sum-exp of each query's scores */
+    const int64_t *bounds;                          /* examples + 1 token offsets */
+    int64_t examples, tokens, heads, kv_heads, dim;
+    float scale;
+} attention_args;
+
+/* Per-thread scratch, sized for the longest example (`span` tokens rounded up to 32). */
+typedef struct {
+    uint32_t *keys, *values, *keys_by_token, *values_by_dim; /* packed K and V */
+    float *scores, *grads, *rows, *grad_k, *grad_v;
+    uint16_t *probs, *grad_scores, *block, *grad_block, *block_t, *grad_block_t;
+    uint32_t *probs_pairs, *grad_pairs;
+    float *delta, *lse;
+} attention_scratch;
+
+static int scratch_alloc(attention_scratch *w, int64_t span, int64_t D) {
+    size_t packed = (size_t)span * D * 2, square = (size_t)32 * span;
+    void **all[] = {(void **)&w->keys, (void **)&w->values, (void **)&w->keys_by_token, (void **)&w->values_by_dim,
+                    (void **)&w->scores, (void **)&w->grads, (void **)&w->rows, (void **)&w->grad_k,
+                    (void **)&w->grad_v, (void **)&w->probs, (void **)&w->grad_scores, (void **)&w->block,
+                    (void **)&w->grad_block, (void **)&w->block_t, (void **)&w->grad_block_t,
+                    (void **)&w->probs_pairs, (void **)&w->grad_pairs, (void **)&w->delta, (void **)&w->lse};
+    size_t bytes[] = {packed, packed, packed, packed, square * 4, square * 4, (size_t)32 * D * 4, (size_t)D * span * 4,
+                      (size_t)D * span * 4, square * 2, square * 2, (size_t)32 * D * 2, (size_t)32 * D * 2,
+                      (size_t)32 * D * 2, (size_t)32 * D * 2, square * 2, square * 2, 32 * 4, 32 * 4};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++) {
+        *all[i] = aligned_alloc(64, (bytes[i] + 63) / 64 * 64);
+        ok &= *all[i] != NULL;
+    }
+    return ok;
+}
+
+static void scratch_free(attention_scratch *w) {
+    void *all[] = {w->keys, w->values, w->keys_by_token, w->values_by_dim, w->scores, w->grads, w->rows, w->grad_k,
+                   w->grad_v, w->probs, w->grad_scores, w->block, w->grad_block, w->block_t, w->grad_block_t,
+                   w->probs_pairs, w->grad_pairs, w->delta, w->lse};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+}
+
+/* Rows [0, L) of x (s apart) for products that sum over the head dim (scores = q k^T): per
+   block of 16 tokens and 32 dims, one tile of 16 dim pairs x 16 tokens. Tokens >= L: 0. */
+static void pack_by_dim(const uint16_t *x, int64_t s, int64_t L, int64_t Lp, int64_t D, uint32_t *to) {
+    const int64_t chunks = D / 32;
+    const __m512i offsets = offsets_of(s * 2);
+    for (int64_t j = 0; j < Lp / 16; j++)
+        for (int64_t c = 0; c < chunks; c++) {
+            uint32_t *tile = to + (j * chunks + c) * 256;
+            const uint16_t *from = x + j * 16 * s + c * 32;
+            if ((j + 1) * 16 <= L) {
+                for (int64_t r = 0; r < 16; r++)
+                    _mm512_store_si512((__m512i *)(tile + r * 16), _mm512_i32gather_epi32(offsets, from + 2 * r, 1));
+                continue;
+            }
+            for (int64_t n = 0; n < 16; n++)
+                for (int64_t r = 0; r < 16; r++)
+                    tile[r * 16 + n] = j * 16 + n < L ? (uint32_t)from[n * s + 2 * r] | (uint32_t)from[n * s + 2 * r + 1] << 16 : 0;
+        }
+}
+
+/* Rows [0, L) of x for products that sum over the tokens (probabilities @ v): per block of 32
+   tokens and 16 dims, one tile of 16 token pairs x 16 dims. Tokens >= L: 0. */
+static void pack_by_token(const uint16_t *x, int64_t s, int64_t L, int64_t Lp, int64_t D, uint32_t *to) {
+    const int64_t tiles = D / 16;
+    for (int64_t t = 0; t < Lp / 32; t++)
+        for (int64_t r = 0; r < 16; r++) {
+            const int64_t a = t * 32 + 2 * r;
+            for (int64_t dt = 0; dt < tiles; dt++) {
+                uint32_t *row = to + ((t * tiles + dt) * 16 + r) * 16;
+                const uint16_t *first = x + a * s + dt * 16;
+                if (a + 1 < L) {
+                    _mm512_store_si512((__m512i *)row, interleaved(first, first + s));
+                    continue;
+                }
+                for (int64_t n = 0; n < 16; n++) row[n] = a < L ? first[n] : 0;
+            }
+        }
+}
+
+/* Rows [0, 32) of a row-major bf16 matrix (ld apart), columns [0, 16 blocks), as the tile unit
+   takes it for a sum over those 32 rows: per block of 16 columns, 16 row pairs x 16 columns. */
+static void pack_query_pairs(const uint16_t *m, int64_t ld, int64_t blocks, uint32_t *to) {
+    for (int64_t j = 0; j < blocks; j++)
+        for (int64_t r = 0; r < 16; r++)
+            _mm512_store_si512((__m512i *)(to + (j * 16 + r) * 16),
+                               interleaved(m + 2 * r * ld + j * 16, m + (2 * r + 1) * ld + j * 16));
+}
+
+/* out[i][16 j + n] = sum_d a[i][d] key[16 j + n][d] for 16 rows of a (lda apart), key blocks
+   [0, blocks) of a pack_by_dim pack; fp32 rows ld apart. Tiles 4, 7: a; 5: keys; 6: sums. */
+static void rows_by_keys(const uint16_t *a, int64_t lda, const uint32_t *keys, int64_t blocks, int64_t D, float *out,
+                         int64_t ld) {
+    _tile_loadd(4, a, lda * 2);
+    if (D == 64) _tile_loadd(7, a + 32, lda * 2);
+    for (int64_t j = 0; j < blocks; j++) {
+        _tile_zero(6);
+        _tile_loadd(5, keys + j * (D / 32) * 256, 64);
+        _tile_dpbf16ps(6, 4, 5);
+        if (D == 64) {
+            _tile_loadd(5, keys + (j * 2 + 1) * 256, 64);
+            _tile_dpbf16ps(6, 7, 5);
+        }
+        _tile_stored(6, out + j * 16, ld * 4);
+    }
+}
+
+/* out (16 x D fp32) = p @ x for 16 rows of p (bf16, ldp apart) over tokens [0, 32 chunks) and x
+   packed by pack_by_token. Tiles 0-3: sums; 4: p; 5: x. */
+static void rows_by_tokens(const uint16_t *p, int64_t ldp, const uint32_t *x, int64_t chunks, int64_t D, float *out) {
+    const int64_t tiles = D / 16;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t t = 0; t < chunks; t++) {
+        const uint32_t *xt = x + t * tiles * 256;
+        _tile_loadd(4, p + t * 32, ldp * 2);
+        _tile_loadd(5, xt, 64);
+        _tile_dpbf16ps(0, 4, 5);
+        _tile_loadd(5, xt + 256, 64);
+        _tile_dpbf16ps(1, 4, 5);
+        if (tiles == 4) {
+            _tile_loadd(5, xt + 512, 64);
+            _tile_dpbf16ps(2, 4, 5);
+            _tile_loadd(5, xt + 768, 64);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+    }
+    _tile_stored(0, out, D * 4);
+    _tile_stored(1, out + 16, D * 4);
+    if (tiles == 4) {
+        _tile_stored(2, out + 32, D * 4);
+        _tile_stored(3, out + 48, D * 4);
+    }
+}
+
+/* acc[d][key] (fp32, ld apart) += sum over 32 queries of at[d][query] pairs[query][key], for
+   at the (D x 32) transpose of a query block and pairs from pack_query_pairs over `blocks`
+   16-key blocks. Tiles 0-3: at; 5: pairs; 6: sums. */
+static void sum_over_queries(const uint16_t *at, const uint32_t *pairs, int64_t blocks, int64_t D, float *acc,
+                             int64_t ld) {
+    const int64_t tiles = D / 16;
+    _tile_loadd(0, at, 64);
+    _tile_loadd(1, at + 16 * 32, 64);
+    if (tiles == 4) {
+        _tile_loadd(2, at + 32 * 32, 64);
+        _tile_loadd(3, at + 48 * 32, 64);
+    }
+    for (int64_t j = 0; j < blocks; j++) {
+        _tile_loadd(5, pairs + j * 256, 64);
+        float *c = acc + j * 16;
+        _tile_loadd(6, c, ld * 4);
+        _tile_dpbf16ps(6, 0, 5);
+        _tile_stored(6, c, ld * 4);
+        _tile_loadd(6, c + 16 * ld, ld * 4);
+        _tile_dpbf16ps(6, 1, 5);
+        _tile_stored(6, c + 16 * ld, ld * 4);
+        if (tiles == 4) {
+            _tile_loadd(6, c + 32 * ld, ld * 4);
+            _tile_dpbf16ps(6, 2, 5);
+            _tile_stored(6, c + 32 * ld, ld * 4);
+            _tile_loadd(6, c + 48 * ld, ld * 4);
+            _tile_dpbf16ps(6, 3, 5);
+            _tile_stored(6, c + 48 * ld, ld * 4);
+        }
+    }
+}
+
+/* 32 rows of x (s apart) from `first` into a (32 x D) block, rows >= valid zero; and its
+   (D x 32) transpose when `t` is given. */
+static void copy_block(const uint16_t *x, int64_t s, int64_t valid, int64_t D, uint16_t *block, uint16_t *t) {
+    for (int64_t i = 0; i < 32; i++) {
+        if (i < valid)
+            memcpy(block + i * D, x + i * s, D * 2);
+        else
+            memset(block + i * D, 0, D * 2);
+    }
+    if (t != NULL)
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t i = 0; i < 32; i++) t[d * 32 + i] = block[i * D + d];
+}
+
+static void attention_forward_item(const attention_args *a, attention_scratch *w, int64_t e, int64_t hk) {
+    const int64_t D = a->dim, start = a->bounds[e], L = a->bounds[e + 1] - start, Lp = (L + 31) / 32 * 32;
+    const int64_t groups = a->heads / a->kv_heads;
+    pack_by_dim(a->k + start * a->sk + hk * a->hk, a->sk, L, Lp, D, w->keys);
+    pack_by_token(a->v + start * a->sv + hk * a->hv, a->sv, L, Lp, D, w->values);
+    for (int64_t h = hk * groups; h < (hk + 1) * groups; h++) {
+        const uint16_t *q = a->q + start * a->sq + h * a->hq;
+        for (int64_t first = 0; first < L; first += 32) {
+            const int64_t seen = first + 32; /* keys this block can see, rounded up to 32 */
+            copy_block(q + first * a->sq, a->sq, L - first, D, w->block, NULL);
+            rows_by_keys(w->block, D, w->keys, seen / 16 - 1, D, w->scores, Lp);
+            rows_by_keys(w->block + 16 * D, D, w->keys, seen / 16, D, w->scores + 16 * Lp, Lp);
+            for (int64_t i = 0; i < 32; i++) {
+                const int64_t query = first + i;
+                float *s = w->scores + i * Lp;
+                uint16_t *p = w->probs + i * Lp;
+                if (query >= L) {
+                    memset(p, 0, seen * 2);
+                    continue;
+                }
+                float top = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : top)
+                for (int64_t j = 0; j <= query; j++) top = s[j] > top ? s[j] : top;
+                const float shift = top * a->scale;
+#pragma omp simd reduction(+ : sum)
+                for (int64_t j = 0; j <= query; j++) {
+                    float x = exp_f32(s[j] * a->scale - shift);
+                    s[j] = x;
+                    sum += x;
+                }
+                const float inverse = 1.0f / sum;
+#pragma omp simd
+                for (int64_t j = 0; j <= query; j++) p[j] = f32_to_bf16(s[j] * inverse);
+                for (int64_t j = query + 1; j < seen; j++) p[j] = 0;
+                a->lse[h * a->tokens + start + query] = shift + logf(sum);
+            }
+            for (int64_t half = 0; half < 2; half++) {
+                rows_by_tokens(w->probs + half * 16 * Lp, Lp, w->values, seen / 32, D, w->rows + half * 16 * D);
+            }
+            for (int64_t i = 0; i < 32 && first + i < L; i++) {
+                uint16_t *o = a->out + ((start + first + i) * a->heads + h) * D;
+#pragma omp simd
+                for (int64_t d = 0; d < D; d++) o[d] = f32_to_bf16(w->rows[i * D + d]);
+            }
+        }
+    }
+}
+
+static void attention_backward_item(const attention_args *a, attention_scratch *w, int64_t e, int64_t hk) {
+    const int64_t D = a->dim, start = a->bounds[e], L = a->bounds[e + 1] - start, Lp = (L + 31) / 32 * 32;
+    const int64_t groups = a->heads / a->kv_heads;
+    const uint16_t *k = a->k + start * a->sk + hk * a->hk, *v = a->v + start * a->sv + hk * a->hv;
+    pack_by_dim(k, a->sk, L, Lp, D, w->keys);
+    pack_by_dim(v, a->sv, L, Lp, D, w->values);
+    pack_by_token(k, a->sk, L, Lp, D, w->keys_by_token);
+    memset(w->grad_k, 0, (size_t)D * Lp * 4);
+    memset(w->grad_v, 0, (size_t)D * Lp * 4);
+    for (int64_t h = hk * groups; h < (hk + 1) * groups; h++) {
+        const uint16_t *q = a->q + start * a->sq + h * a->hq, *o = a->o + start * a->so + h * a->ho;
+        const uint16_t *g = a->grad + start * a->sg + h * a->hg;
+        for (int64_t first = 0; first < L; first += 32) {
+            const int64_t seen = first + 32, valid = L - first < 32 ? L - first : 32;
+            copy_block(q + first * a->sq, a->sq, valid, D, w->block, w->block_t);
+            copy_block(g + first * a->sg, a->sg, valid, D, w->grad_block, w->grad_block_t);
+            for (int64_t i = 0; i < 32; i++) {
+                float dot = 0.0f;
+                if (i < valid) {
+                    const uint16_t *oi = o + (first + i) * a->so, *gi = w->grad_block + i * D;
+#pragma omp simd reduction(+ : dot)
+                    for (int64_t d = 0; d < D; d++) dot += bf16_to_f32(oi[d]) * bf16_to_f32(gi[d]);
+                    w->lse[i] = a->lse[h * a->tokens + start + first + i];
+                }
+                w->delta[i] = dot;
+            }
+            for (int64_t half = 0; half < 2; half++) {
+                rows_by_keys(w->block + half * 16 * D, D, w->keys, seen / 16 - 1 + half, D, w->scores + half * 16 * Lp, Lp);
+                rows_by_keys(w->grad_block + half * 16 * D, D, w->values, seen / 16 - 1 + half, D, w->grads + half * 16 * Lp, Lp);
+            }
+            for (int64_t i = 0; i < 32; i++) {
+                const int64_t query = first + i;
+                const float *s = w->scores + i * Lp, *dp = w->grads + i * Lp;
+                uint16_t *p = w->probs + i * Lp, *ds = w->grad_scores + i * Lp;
+                const int64_t last = i < valid ? query : -1;
+                const float lse = w->lse[i], delta = w->delta[i], scale = a->scale;
+#pragma omp simd
+                for (int64_t j = 0; j <= last; j++) {
+                    float x = exp_f32(s[j] * scale - lse);
+                    p[j] = f32_to_bf16(x);
+                    ds[j] = f32_to_bf16(x * (dp[j] - delta) * scale);
+                }
+                for (int64_t j = last + 1; j < seen; j++) p[j] = ds[j] = 0;
+            }
+            for (int64_t half = 0; half < 2 && half * 16 < valid; half++) {
+                rows_by_tokens(w->grad_scores + half * 16 * Lp, Lp, w->keys_by_token, seen / 32, D, w->rows + half * 16 * D);
+            }
+            for (int64_t i = 0; i < valid; i++) {
+                uint16_t *dq = a->dq + ((start + first + i) * a->heads + h) * D;
+#pragma omp simd
+                for (int64_t d = 0; d < D; d++) dq[d] = f32_to_bf16(w->rows[i * D + d]);
+            }
+            pack_query_pairs(w->probs, Lp, seen / 16, w->probs_pairs);
+            pack_query_pairs(w->grad_scores, Lp, seen / 16, w->grad_pairs);
+            sum_over_queries(w->grad_block_t, w->probs_pairs, seen / 16, D, w->grad_v, Lp);
+            sum_over_queries(w->block_t, w->grad_pairs, seen / 16, D, w->grad_k, Lp);
+        }
+    }
+    for (int64_t key = 0; key < L; key++) {
+        uint16_t *dk = a->dk + ((start + key) * a->kv_heads + hk) * D, *dv = a->dv + ((start + key) * a->kv_heads + hk) * D;
+        for (int64_t d = 0; d < D; d++) {
+            dk[d] = f32_to_bf16(w->grad_k[d * Lp + key]);
+            dv[d] = f32_to_bf16(w->grad_v[d * Lp + key]);
+        }
+    }
+}
+
+/* Every (example, kv head), longest examples first, over the threads; 0 when out of memory. */
+static int attention_run(const attention_args *a, int backward, int threads) {
+    const int64_t items = a->examples * a->kv_heads;
+    int64_t *order = malloc(items * sizeof *order), span = 0;
+    if (order == NULL) return 0;
+    for (int64_t i = 0; i < items; i++) order[i] = i;
+    for (int64_t i = 1; i < items; i++) { /* insertion sort by length, longest first */
+        int64_t item = order[i], n = i;
+        const int64_t e = item / a->kv_heads, length = a->bounds[e + 1] - a->bounds[e];
+        while (n > 0 && a->bounds[order[n - 1] / a->kv_heads + 1] - a->bounds[order[n - 1] / a->kv_heads] < length) {
+            order[n] = order[n - 1];
+            n--;
+        }
+        order[n] = item;
+    }
+    for (int64_t e = 0; e < a->examples; e++) span = a->bounds[e + 1] - a->bounds[e] > span ? a->bounds[e + 1] - a->bounds[e] : span;
+    span = (span + 31) / 32 * 32;
+    if (threads > items) threads = (int)items;
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads > 0 ? threads : 1) reduction(| : failed)
+#endif
+    {
+        attention_scratch w;
+        const int ready = scratch_alloc(&w, span, a->dim); /* a thread without scratch skips its items: failed */
+        failed |= !ready;
+        if (ready) tiles_on();
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+        for (int64_t i = 0; i < items; i++) {
+            if (!ready) continue;
+            if (backward)
+                attention_backward_item(a, &w, order[i] / a->kv_heads, order[i] % a->kv_heads);
+            else
+                attention_forward_item(a, &w, order[i] / a->kv_heads, order[i] % a->kv_heads);
+        }
+        if (ready) _tile_release();
+        scratch_free(&w);
+    }
+    free(order);
+    return !failed;
+}
+
+/* out (T, H, D) and lse (H, T) of causal attention within each example [bounds[e], bounds[e + 1])
+   of a row of T tokens; q (T, H, D), k and v (T, H_kv, D) at the given token and head strides.
+   D 32 or 64. 0 when out of memory (then nothing can be relied on). */
+int hone_attention_forward(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sq, int64_t hq, int64_t sk,
+                           int64_t hk, int64_t sv, int64_t hv, uint16_t *out, float *lse, const int64_t *bounds,
+                           int64_t examples, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t dim, float scale,
+                           int threads) {
+    attention_args a = {q, k, v, NULL, NULL, sq, hq, sk, hk, sv, hv, 0, 0, 0, 0, out, NULL, NULL, NULL, lse, bounds,
+                        examples, tokens, heads, kv_heads, dim, scale};
+    return attention_run(&a, 0, threads);
+}
+
+/* The gradients dq (T, H, D), dk, dv (T, H_kv, D) of hone_attention_forward, given its out and
+   lse and the output gradient `grad` (T, H, D) at its strides. */
+int hone_attention_backward(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
+                            const uint16_t *grad, int64_t sq, int64_t hq, int64_t sk, int64_t hk, int64_t sv,
+                            int64_t hv, int64_t so, int64_t ho, int64_t sg, int64_t hg, uint16_t *dq, uint16_t *dk,
+                            uint16_t *dv, const float *lse, const int64_t *bounds, int64_t examples, int64_t tokens,
+                            int64_t heads, int64_t kv_heads, int64_t dim, float scale, int threads) {
+    attention_args a = {q, k, v, o, grad, sq, hq, sk, hk, sv, hv, so, ho, sg, hg, NULL, dq, dk, dv, (float *)lse,
+                        bounds, examples, tokens, heads, kv_heads, dim, scale};
+    return attention_run(&a, 1, threads);
+}
 #else
 int hone_amx_ready(void) { return 0; }
 int hone_lora_nn(const uint16_t *x, int64_t sx, const uint16_t *w, int64_t sk, int64_t sr, float *out, int64_t T,
                  int64_t K, int64_t R, int threads) { return 0; }
 int hone_lora_tn(const uint16_t *x, int64_t sx, const uint16_t *y, int64_t sy, float *out, int64_t T, int64_t M,
                  int64_t R, int transposed, int threads) { return 0; }
+int hone_attention_forward(const uint16_t *q, const uint16_t *k, const uint16_t *v, int64_t sq, int64_t hq, int64_t sk,
+                           int64_t hk, int64_t sv, int64_t hv, uint16_t *out, float *lse, const int64_t *bounds,
+                           int64_t examples, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t dim, float scale,
+                           int threads) { return 0; }
+int hone_attention_backward(const uint16_t *q, const uint16_t *k, const uint16_t *v, const uint16_t *o,
+                            const uint16_t *grad, int64_t sq, int64_t hq, int64_t sk, int64_t hk, int64_t sv,
+                            int64_t hv, int64_t so, int64_t ho, int64_t sg, int64_t hg, uint16_t *dq, uint16_t *dk,
+                            uint16_t *dv, const float *lse, const int64_t *bounds, int64_t examples, int64_t tokens,
+                            int64_t heads, int64_t kv_heads, int64_t dim, float scale, int threads) { return 0; }
 #endif

@@ -47,8 +47,10 @@ SIGNATURES = {
     "hone_amx_ready": [],
     "hone_lora_nn": [_p, _i64, _p, _i64, _i64, _p, *[_i64] * 3, _int],
     "hone_lora_tn": [_p, _i64, _p, _i64, _p, *[_i64] * 3, _int, _int],
+    "hone_attention_forward": [_p, _p, _p, *[_i64] * 6, _p, _p, _p, *[_i64] * 5, _f32, _int],
+    "hone_attention_backward": [*[_p] * 5, *[_i64] * 10, *[_p] * 5, *[_i64] * 5, _f32, _int],
 }
-RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn"}  # an int: 1 ready or done, 0 not (no AMX, no memory)
+RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn", "hone_attention_forward", "hone_attention_backward"}  # an int: 1 ready or done, 0 not (no AMX, no memory)
 
 
 def _cpu_tag() -> str:
@@ -257,3 +259,41 @@ def token_sum_product(x: torch.Tensor, y: torch.Tensor, transposed: bool = False
     done = library().hone_lora_tn(_ptr(x), x.stride(0), _ptr(y), y.stride(0), _ptr(out), tokens, columns, rank,
                                   int(transposed), torch.get_num_threads())
     return out if done else None
+
+
+ATTENTION_DIMS = (32, 64)  # head dims the attention kernels take: one or two 32-wide tiles per row
+
+
+def attention_applies(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> bool:
+    """True when `attention_forward`/`attention_backward` run for these (1, H, T, D) tensors:
+    bf16 on a CPU with AMX, head dim 32 or 64, unit stride over it, whole groups of query heads."""
+    return (query.dim() == 4 and query.shape[0] == 1 and query.shape[-1] in ATTENTION_DIMS
+            and key.shape[-1] == query.shape[-1] and query.shape[1] % key.shape[1] == 0
+            and usable_rows(query, key, value) and amx())
+
+
+def attention_forward(query, key, value, bounds: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Causal attention within each example [bounds[e], bounds[e + 1]) of one packed row: q
+    (1, H, T, D), k and v (1, H_kv, T, D), any token and head strides -> (out (T, H, D) bf16,
+    lse (H, T) fp32), or None when the kernel could not run (out of memory)."""
+    _, heads, tokens, dim = query.shape
+    out = query.new_empty(tokens, heads, dim)
+    lse = torch.empty(heads, tokens, dtype=torch.float32)
+    strides = [s for t in (query, key, value) for s in (t.stride(2), t.stride(1))]
+    done = library().hone_attention_forward(_ptr(query), _ptr(key), _ptr(value), *strides, _ptr(out), _ptr(lse),
+                                            _ptr(bounds), bounds.numel() - 1, tokens, heads, key.shape[1], dim, scale,
+                                            torch.get_num_threads())
+    return (out, lse) if done else None
+
+
+def attention_backward(grad, query, key, value, out, lse, bounds: torch.Tensor, scale: float):
+    """(grad_q (T, H, D), grad_k, grad_v (T, H_kv, D)) for `attention_forward`'s out and lse;
+    grad (T, H, D) at any token and head strides. None when out of memory."""
+    _, heads, tokens, dim = query.shape
+    grads = [query.new_empty(tokens, t.shape[1], dim) for t in (query, key, value)]
+    strides = [*(s for t in (query, key, value) for s in (t.stride(2), t.stride(1))), *out.stride()[:2],
+               *grad.stride()[:2]]
+    done = library().hone_attention_backward(_ptr(query), _ptr(key), _ptr(value), _ptr(out), _ptr(grad), *strides,
+                                             *(_ptr(g) for g in grads), _ptr(lse), _ptr(bounds), bounds.numel() - 1,
+                                             tokens, heads, key.shape[1], dim, scale, torch.get_num_threads())
+    return grads if done else None
