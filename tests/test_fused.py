@@ -253,10 +253,11 @@ def test_packed_attention_on_amx_tiles_matches_float64(dim, monkeypatch):
     leaves, ref = reference_attention(query, key, value, bounds)
     ref_grads = torch.autograd.grad(ref, leaves, grad.double())
     assert out.shape == (1, bounds[-1], heads, dim) and out.dtype == torch.bfloat16
-    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 1e-2  # measured 3e-3
+    # measured: output <= 2.3e-3, gradients <= 4.4e-3; with the scale off by 1% 7.4e-3 and >= 1.2e-2
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 5e-3
     for got, want in zip(grads, ref_grads):
         assert got.shape == want.shape and got.dtype == torch.bfloat16
-        assert ((got.double() - want).abs().max() / want.abs().max()).item() < 1e-2  # measured <= 5.4e-3; scale x 1.01: 1.7e-2
+        assert ((got.double() - want).abs().max() / want.abs().max()).item() < 8e-3
 
 
 @pytest.mark.parametrize("softcap", [None, 20.0])

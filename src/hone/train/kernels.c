@@ -418,7 +418,8 @@ void hone_rotary(const uint16_t *x, const uint16_t *cos, const uint16_t *sin, ui
    compiler targets AMX (-march=native on a CPU that has it); hone_amx_ready() says whether
    they are here and the OS lets this process use the tiles. */
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BW__) && defined(__linux__)
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BW__) && defined(__AVX512BF16__) && \
+    defined(__linux__)
 #include <immintrin.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -446,17 +447,17 @@ static inline __m512i offsets_of(int64_t step) {
 }
 
 /* Every tile 16 rows of 64 bytes: 16 x 32 bf16 or 16 x 16 fp32. Loaded on each thread that
-   uses tiles, released after, as the matmul library does around its own kernels. */
-static void tiles_on(void) {
-    struct { uint8_t palette, start, reserved[14]; uint16_t bytes[16]; uint8_t rows[16]; } config;
-    memset(&config, 0, sizeof config);
-    config.palette = 1;
-    for (int i = 0; i < 8; i++) {
-        config.rows[i] = 16;
-        config.bytes[i] = 64;
-    }
-    _tile_loadconfig(&config);
-}
+   uses tiles, released after, as the matmul library does around its own kernels. The
+   configuration is a constant object: GCC treats ldtilecfg's operand as unread, and a
+   configuration built on the stack was seen dropped as dead stores (rows and bytes left 0,
+   the first tile load then faults) once tiles_on was not inlined. */
+static const struct {
+    uint8_t palette, start, reserved[14];
+    uint16_t bytes[16];
+    uint8_t rows[16];
+} TILES = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+static void tiles_on(void) { _tile_loadconfig(&TILES); }
 
 /* out (T, R) fp32 = x (T, K) @ w (K, R); x rows `sx` apart; w packed as the tile unit takes
    it (pack_pairs): pairs of k side by side, one 16 x 16-pair tile per 32 k and 16 r.
@@ -813,6 +814,111 @@ static void copy_block(const uint16_t *x, int64_t s, int64_t valid, int64_t D, u
             for (int64_t i = 0; i < 32; i++) t[d * 32 + i] = block[i * D + d];
 }
 
+/* exp(x) for 16 fp32 lanes, as 2^(x log2 e): the fraction's power by a degree-7 polynomial
+   (relative error ~1e-7 plus the rounding of x log2 e, ~4e-6 at |x| = 80), scaled by
+   2^round(..) with vscalefps; 0 below -87. */
+static inline __m512 exp16(__m512 x) {
+    const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(1.44269504088896341f));
+    const __m512 k = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(t, k);
+    __m512 p = _mm512_set1_ps(1.5252734e-5f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530e-4f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6181291e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5504109e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022651e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+static inline __mmask16 lanes_below(int64_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1); }
+
+static inline void store_bf16(uint16_t *to, __mmask16 mask, __m512 x) {
+    _mm256_mask_storeu_epi16(to, mask, (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+/* The unnormalised probabilities of a 32-query block (queries first.. of an example of L
+   tokens) from its raw scores (rows ld apart): exp(scale s - max) over keys 0..query as bf16
+   rows `probs` (zero beyond, up to the block's last key; zero rows past L); each query's
+   log-sum-exp, and 1 / its sum in `inverse` (the output rows are scaled by it). */
+static void softmax_block(const float *scores, int64_t ld, int64_t first, int64_t L, float scale, uint16_t *probs,
+                          float *lse, float *inverse) {
+    const int64_t seen = first + 32;
+    const __m512 scales = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < 32; i++) {
+        const int64_t query = first + i;
+        const float *s = scores + i * ld;
+        uint16_t *p = probs + i * ld;
+        if (query >= L) {
+            memset(p, 0, seen * 2);
+            continue;
+        }
+        __m512 top = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j <= query; j += 16) {
+            const __mmask16 m = lanes_below(query + 1 - j);
+            top = _mm512_mask_max_ps(top, m, top, _mm512_maskz_loadu_ps(m, s + j));
+        }
+        const float shift = _mm512_reduce_max_ps(top) * scale;
+        const __m512 shifts = _mm512_set1_ps(shift);
+        for (int64_t j = 0; j <= query; j += 16) {
+            const __mmask16 m = lanes_below(query + 1 - j);
+            const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, s + j), scales, shifts)));
+            sum = _mm512_add_ps(sum, e);
+            store_bf16(p + j, m, e);
+        }
+        const float total = _mm512_reduce_add_ps(sum);
+        memset(p + query + 1, 0, (seen - query - 1) * 2);
+        lse[query] = shift + logf(total);
+        inverse[i] = 1.0f / total;
+    }
+}
+
+/* The backward's probabilities p = exp(scale s - lse) and score gradients scale p (dp - delta)
+   of a 32-query block, as bf16 rows (ld apart) over the keys each query sees, zero beyond. */
+static void gradient_block(attention_scratch *w, int64_t ld, int64_t first, int64_t valid, float scale) {
+    const int64_t seen = first + 32;
+    const __m512 scales = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < 32; i++) {
+        const float *s = w->scores + i * ld, *dp = w->grads + i * ld;
+        uint16_t *p = w->probs + i * ld, *ds = w->grad_scores + i * ld;
+        const int64_t last = i < valid ? first + i : -1;
+        const __m512 lse = _mm512_set1_ps(w->lse[i]), delta = _mm512_set1_ps(w->delta[i]);
+        for (int64_t j = 0; j <= last; j += 16) {
+            const __mmask16 m = lanes_below(last + 1 - j);
+            const __m512 e = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, s + j), scales, lse));
+            store_bf16(p + j, m, e);
+            const __m512 g = _mm512_mul_ps(_mm512_mul_ps(e, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), delta)), scales);
+            store_bf16(ds + j, m, g);
+        }
+        memset(p + last + 1, 0, (seen - last - 1) * 2);
+        memset(ds + last + 1, 0, (seen - last - 1) * 2);
+    }
+}
+
+static float row_dot(const uint16_t *x, const uint16_t *y, int64_t D) {
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < D; d++) dot += bf16_to_f32(x[d]) * bf16_to_f32(y[d]);
+    return dot;
+}
+
+/* rows (fp32, D wide), each times multiplier[i] when given -> bf16 rows `stride` apart. */
+static void store_rows(const float *rows, const float *multiplier, int64_t count, int64_t D, uint16_t *to,
+                       int64_t stride) {
+    for (int64_t i = 0; i < count; i++) {
+        const __m512 times = _mm512_set1_ps(multiplier != NULL ? multiplier[i] : 1.0f);
+        for (int64_t d = 0; d < D; d += 16)
+            store_bf16(to + i * stride + d, 0xffff, _mm512_mul_ps(_mm512_loadu_ps(rows + i * D + d), times));
+    }
+}
+
+/* columns [0, L) of a (D x ld) fp32 matrix -> bf16 rows `stride` apart: to[key][d] = m[d][key]. */
+static void store_transposed(const float *m, int64_t ld, int64_t L, int64_t D, uint16_t *to, int64_t stride) {
+    for (int64_t key = 0; key < L; key++)
+        for (int64_t d = 0; d < D; d++) to[key * stride + d] = f32_to_bf16(m[d * ld + key]);
+}
+
 static void attention_forward_item(const attention_args *a, attention_scratch *w, int64_t e, int64_t hk) {
     const int64_t D = a->dim, start = a->bounds[e], L = a->bounds[e + 1] - start, Lp = (L + 31) / 32 * 32;
     const int64_t groups = a->heads / a->kv_heads;
@@ -825,38 +931,11 @@ static void attention_forward_item(const attention_args *a, attention_scratch *w
             copy_block(q + first * a->sq, a->sq, L - first, D, w->block, NULL);
             rows_by_keys(w->block, D, w->keys, seen / 16 - 1, D, w->scores, Lp);
             rows_by_keys(w->block + 16 * D, D, w->keys, seen / 16, D, w->scores + 16 * Lp, Lp);
-            for (int64_t i = 0; i < 32; i++) {
-                const int64_t query = first + i;
-                float *s = w->scores + i * Lp;
-                uint16_t *p = w->probs + i * Lp;
-                if (query >= L) {
-                    memset(p, 0, seen * 2);
-                    continue;
-                }
-                float top = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : top)
-                for (int64_t j = 0; j <= query; j++) top = s[j] > top ? s[j] : top;
-                const float shift = top * a->scale;
-#pragma omp simd reduction(+ : sum)
-                for (int64_t j = 0; j <= query; j++) {
-                    float x = exp_f32(s[j] * a->scale - shift);
-                    s[j] = x;
-                    sum += x;
-                }
-                const float inverse = 1.0f / sum;
-#pragma omp simd
-                for (int64_t j = 0; j <= query; j++) p[j] = f32_to_bf16(s[j] * inverse);
-                for (int64_t j = query + 1; j < seen; j++) p[j] = 0;
-                a->lse[h * a->tokens + start + query] = shift + logf(sum);
-            }
+            softmax_block(w->scores, Lp, first, L, a->scale, w->probs, a->lse + h * a->tokens + start, w->delta);
             for (int64_t half = 0; half < 2; half++) {
                 rows_by_tokens(w->probs + half * 16 * Lp, Lp, w->values, seen / 32, D, w->rows + half * 16 * D);
             }
-            for (int64_t i = 0; i < 32 && first + i < L; i++) {
-                uint16_t *o = a->out + ((start + first + i) * a->heads + h) * D;
-#pragma omp simd
-                for (int64_t d = 0; d < D; d++) o[d] = f32_to_bf16(w->rows[i * D + d]);
-            }
+            store_rows(w->rows, w->delta, L - first < 32 ? L - first : 32, D, a->out + ((start + first) * a->heads + h) * D, a->heads * D);
         }
     }
 }
@@ -877,55 +956,27 @@ static void attention_backward_item(const attention_args *a, attention_scratch *
             const int64_t seen = first + 32, valid = L - first < 32 ? L - first : 32;
             copy_block(q + first * a->sq, a->sq, valid, D, w->block, w->block_t);
             copy_block(g + first * a->sg, a->sg, valid, D, w->grad_block, w->grad_block_t);
-            for (int64_t i = 0; i < 32; i++) {
-                float dot = 0.0f;
-                if (i < valid) {
-                    const uint16_t *oi = o + (first + i) * a->so, *gi = w->grad_block + i * D;
-#pragma omp simd reduction(+ : dot)
-                    for (int64_t d = 0; d < D; d++) dot += bf16_to_f32(oi[d]) * bf16_to_f32(gi[d]);
-                    w->lse[i] = a->lse[h * a->tokens + start + first + i];
-                }
-                w->delta[i] = dot;
+            for (int64_t i = 0; i < valid; i++) {
+                w->delta[i] = row_dot(o + (first + i) * a->so, w->grad_block + i * D, D);
+                w->lse[i] = a->lse[h * a->tokens + start + first + i];
             }
             for (int64_t half = 0; half < 2; half++) {
                 rows_by_keys(w->block + half * 16 * D, D, w->keys, seen / 16 - 1 + half, D, w->scores + half * 16 * Lp, Lp);
                 rows_by_keys(w->grad_block + half * 16 * D, D, w->values, seen / 16 - 1 + half, D, w->grads + half * 16 * Lp, Lp);
             }
-            for (int64_t i = 0; i < 32; i++) {
-                const int64_t query = first + i;
-                const float *s = w->scores + i * Lp, *dp = w->grads + i * Lp;
-                uint16_t *p = w->probs + i * Lp, *ds = w->grad_scores + i * Lp;
-                const int64_t last = i < valid ? query : -1;
-                const float lse = w->lse[i], delta = w->delta[i], scale = a->scale;
-#pragma omp simd
-                for (int64_t j = 0; j <= last; j++) {
-                    float x = exp_f32(s[j] * scale - lse);
-                    p[j] = f32_to_bf16(x);
-                    ds[j] = f32_to_bf16(x * (dp[j] - delta) * scale);
-                }
-                for (int64_t j = last + 1; j < seen; j++) p[j] = ds[j] = 0;
-            }
+            gradient_block(w, Lp, first, valid, a->scale);
             for (int64_t half = 0; half < 2 && half * 16 < valid; half++) {
                 rows_by_tokens(w->grad_scores + half * 16 * Lp, Lp, w->keys_by_token, seen / 32, D, w->rows + half * 16 * D);
             }
-            for (int64_t i = 0; i < valid; i++) {
-                uint16_t *dq = a->dq + ((start + first + i) * a->heads + h) * D;
-#pragma omp simd
-                for (int64_t d = 0; d < D; d++) dq[d] = f32_to_bf16(w->rows[i * D + d]);
-            }
+            store_rows(w->rows, NULL, valid, D, a->dq + ((start + first) * a->heads + h) * D, a->heads * D);
             pack_query_pairs(w->probs, Lp, seen / 16, w->probs_pairs);
             pack_query_pairs(w->grad_scores, Lp, seen / 16, w->grad_pairs);
             sum_over_queries(w->grad_block_t, w->probs_pairs, seen / 16, D, w->grad_v, Lp);
             sum_over_queries(w->block_t, w->grad_pairs, seen / 16, D, w->grad_k, Lp);
         }
     }
-    for (int64_t key = 0; key < L; key++) {
-        uint16_t *dk = a->dk + ((start + key) * a->kv_heads + hk) * D, *dv = a->dv + ((start + key) * a->kv_heads + hk) * D;
-        for (int64_t d = 0; d < D; d++) {
-            dk[d] = f32_to_bf16(w->grad_k[d * Lp + key]);
-            dv[d] = f32_to_bf16(w->grad_v[d * Lp + key]);
-        }
-    }
+    store_transposed(w->grad_k, Lp, L, D, a->dk + (start * a->kv_heads + hk) * D, a->kv_heads * D);
+    store_transposed(w->grad_v, Lp, L, D, a->dv + (start * a->kv_heads + hk) * D, a->kv_heads * D);
 }
 
 /* Every (example, kv head), longest examples first, over the threads; 0 when out of memory. */
