@@ -135,18 +135,16 @@ class SharedInputLora(torch.autograd.Function):
         flat, hidden, a_all, *rest = ctx.saved_tensors
         bs, weights = rest[: ctx.n], rest[ctx.n :]
         gs = [g.reshape(-1, g.shape[-1]).to(flat.dtype) for g in grads]
-        grad_hidden, param_grads, start = [], [], 0
-        for g, b, scale, rank, (_, b_dtype), bias_grad in zip(gs, bs, ctx.scales, ctx.ranks, ctx.param_dtypes, ctx.bias_grad):
-            grad_b = _token_mm(g, hidden[:, start : start + rank]).to(b_dtype)
+        pieces = hidden.split(ctx.ranks, dim=1)
+        grad_hidden, param_grads = [], []
+        for g, b, scale, piece, (_, b_dtype), bias_grad in zip(gs, bs, ctx.scales, pieces, ctx.param_dtypes, ctx.bias_grad):
+            grad_b = _token_mm(g, piece).to(b_dtype)
             grad_hidden.append(_rank_mm(g, b).mul_(scale))
             param_grads.append([None, g.sum(0) if bias_grad else None, None, grad_b])
-            start += rank
         grad_hidden = torch.cat(grad_hidden, dim=1).to(flat.dtype)
         grad_a_all = _token_mm(flat, grad_hidden, transposed=True)
-        start = 0
-        for grads_of, rank, (a_dtype, _) in zip(param_grads, ctx.ranks, ctx.param_dtypes):
-            grads_of[2] = grad_a_all[start : start + rank].to(a_dtype)
-            start += rank
+        for grads_of, grad_a, (a_dtype, _) in zip(param_grads, grad_a_all.split(ctx.ranks), ctx.param_dtypes):
+            grads_of[2] = grad_a.to(a_dtype)
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = gs[0] @ weights[0]

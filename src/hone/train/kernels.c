@@ -638,38 +638,40 @@ typedef struct {
     float scale;
 } attention_args;
 
-/* Per-thread scratch, sized for the longest example (`span` tokens rounded up to 32). */
+/* Per-thread scratch, sized for the longest example (`span` tokens rounded up to 32), carved
+   out of one allocation (`memory`). */
 typedef struct {
-    uint32_t *keys, *values, *keys_by_token, *values_by_dim; /* packed K and V */
+    void *memory;
+    uint32_t *keys, *values, *keys_by_token; /* packed K and V */
     float *scores, *grads, *rows, *grad_k, *grad_v;
     uint16_t *probs, *grad_scores, *block, *grad_block, *block_t, *grad_block_t;
     uint32_t *probs_pairs, *grad_pairs;
-    float *delta, *lse;
+    float *delta, *lse, *inverse; /* per query of a block */
 } attention_scratch;
 
 static int scratch_alloc(attention_scratch *w, int64_t span, int64_t D) {
-    size_t packed = (size_t)span * D * 2, square = (size_t)32 * span;
-    void **all[] = {(void **)&w->keys, (void **)&w->values, (void **)&w->keys_by_token, (void **)&w->values_by_dim,
-                    (void **)&w->scores, (void **)&w->grads, (void **)&w->rows, (void **)&w->grad_k,
-                    (void **)&w->grad_v, (void **)&w->probs, (void **)&w->grad_scores, (void **)&w->block,
-                    (void **)&w->grad_block, (void **)&w->block_t, (void **)&w->grad_block_t,
-                    (void **)&w->probs_pairs, (void **)&w->grad_pairs, (void **)&w->delta, (void **)&w->lse};
-    size_t bytes[] = {packed, packed, packed, packed, square * 4, square * 4, (size_t)32 * D * 4, (size_t)D * span * 4,
-                      (size_t)D * span * 4, square * 2, square * 2, (size_t)32 * D * 2, (size_t)32 * D * 2,
-                      (size_t)32 * D * 2, (size_t)32 * D * 2, square * 2, square * 2, 32 * 4, 32 * 4};
-    int ok = 1;
-    for (size_t i = 0; i < sizeof bytes / sizeof bytes[0]; i++) {
-        *all[i] = aligned_alloc(64, (bytes[i] + 63) / 64 * 64);
-        ok &= *all[i] != NULL;
+    const size_t packed = (size_t)span * D * 2, square = (size_t)32 * span, block = (size_t)32 * D;
+    struct { void **at; size_t bytes; } parts[] = {
+        {(void **)&w->keys, packed},             {(void **)&w->values, packed},
+        {(void **)&w->keys_by_token, packed},    {(void **)&w->scores, square * 4},
+        {(void **)&w->grads, square * 4},        {(void **)&w->rows, block * 4},
+        {(void **)&w->grad_k, D * span * 4},     {(void **)&w->grad_v, D * span * 4},
+        {(void **)&w->probs, square * 2},        {(void **)&w->grad_scores, square * 2},
+        {(void **)&w->block, block * 2},         {(void **)&w->grad_block, block * 2},
+        {(void **)&w->block_t, block * 2},       {(void **)&w->grad_block_t, block * 2},
+        {(void **)&w->probs_pairs, square * 2},  {(void **)&w->grad_pairs, square * 2},
+        {(void **)&w->delta, 32 * 4},            {(void **)&w->lse, 32 * 4},
+        {(void **)&w->inverse, 32 * 4}};
+    const size_t count = sizeof parts / sizeof parts[0];
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) total += (parts[i].bytes + 63) / 64 * 64; /* each part 64-byte aligned */
+    w->memory = aligned_alloc(64, total);
+    if (w->memory == NULL) return 0;
+    for (size_t i = 0, offset = 0; i < count; i++) {
+        *parts[i].at = (char *)w->memory + offset;
+        offset += (parts[i].bytes + 63) / 64 * 64;
     }
-    return ok;
-}
-
-static void scratch_free(attention_scratch *w) {
-    void *all[] = {w->keys, w->values, w->keys_by_token, w->values_by_dim, w->scores, w->grads, w->rows, w->grad_k,
-                   w->grad_v, w->probs, w->grad_scores, w->block, w->grad_block, w->block_t, w->grad_block_t,
-                   w->probs_pairs, w->grad_pairs, w->delta, w->lse};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    return 1;
 }
 
 /* Rows [0, L) of x (s apart) for products that sum over the head dim (scores = q k^T): per
@@ -931,11 +933,11 @@ static void attention_forward_item(const attention_args *a, attention_scratch *w
             copy_block(q + first * a->sq, a->sq, L - first, D, w->block, NULL);
             rows_by_keys(w->block, D, w->keys, seen / 16 - 1, D, w->scores, Lp);
             rows_by_keys(w->block + 16 * D, D, w->keys, seen / 16, D, w->scores + 16 * Lp, Lp);
-            softmax_block(w->scores, Lp, first, L, a->scale, w->probs, a->lse + h * a->tokens + start, w->delta);
+            softmax_block(w->scores, Lp, first, L, a->scale, w->probs, a->lse + h * a->tokens + start, w->inverse);
             for (int64_t half = 0; half < 2; half++) {
                 rows_by_tokens(w->probs + half * 16 * Lp, Lp, w->values, seen / 32, D, w->rows + half * 16 * D);
             }
-            store_rows(w->rows, w->delta, L - first < 32 ? L - first : 32, D, a->out + ((start + first) * a->heads + h) * D, a->heads * D);
+            store_rows(w->rows, w->inverse, L - first < 32 ? L - first : 32, D, a->out + ((start + first) * a->heads + h) * D, a->heads * D);
         }
     }
 }
@@ -979,22 +981,21 @@ static void attention_backward_item(const attention_args *a, attention_scratch *
     store_transposed(w->grad_v, Lp, L, D, a->dv + (start * a->kv_heads + hk) * D, a->kv_heads * D);
 }
 
+static inline int64_t length_of(const attention_args *a, int64_t e) { return a->bounds[e + 1] - a->bounds[e]; }
+
 /* Every (example, kv head), longest examples first, over the threads; 0 when out of memory. */
 static int attention_run(const attention_args *a, int backward, int threads) {
     const int64_t items = a->examples * a->kv_heads;
-    int64_t *order = malloc(items * sizeof *order), span = 0;
+    int64_t *order = malloc(items * sizeof *order);
     if (order == NULL) return 0;
-    for (int64_t i = 0; i < items; i++) order[i] = i;
-    for (int64_t i = 1; i < items; i++) { /* insertion sort by length, longest first */
-        int64_t item = order[i], n = i;
-        const int64_t e = item / a->kv_heads, length = a->bounds[e + 1] - a->bounds[e];
-        while (n > 0 && a->bounds[order[n - 1] / a->kv_heads + 1] - a->bounds[order[n - 1] / a->kv_heads] < length) {
-            order[n] = order[n - 1];
-            n--;
-        }
-        order[n] = item;
+    int64_t span = 0;
+    for (int64_t i = 0; i < items; i++) { /* insertion sort by example length, longest first */
+        const int64_t length = length_of(a, i / a->kv_heads);
+        int64_t n = i;
+        for (; n > 0 && length_of(a, order[n - 1] / a->kv_heads) < length; n--) order[n] = order[n - 1];
+        order[n] = i;
+        span = length > span ? length : span;
     }
-    for (int64_t e = 0; e < a->examples; e++) span = a->bounds[e + 1] - a->bounds[e] > span ? a->bounds[e + 1] - a->bounds[e] : span;
     span = (span + 31) / 32 * 32;
     if (threads > items) threads = (int)items;
     int failed = 0;
@@ -1002,7 +1003,7 @@ static int attention_run(const attention_args *a, int backward, int threads) {
 #pragma omp parallel num_threads(threads > 0 ? threads : 1) reduction(| : failed)
 #endif
     {
-        attention_scratch w;
+        attention_scratch w = {NULL};
         const int ready = scratch_alloc(&w, span, a->dim); /* a thread without scratch skips its items: failed */
         failed |= !ready;
         if (ready) tiles_on();
@@ -1017,7 +1018,7 @@ static int attention_run(const attention_args *a, int backward, int threads) {
                 attention_forward_item(a, &w, order[i] / a->kv_heads, order[i] % a->kv_heads);
         }
         if (ready) _tile_release();
-        scratch_free(&w);
+        free(w.memory);
     }
     free(order);
     return !failed;

@@ -50,7 +50,8 @@ SIGNATURES = {
     "hone_attention_forward": [_p, _p, _p, *[_i64] * 6, _p, _p, _p, *[_i64] * 5, _f32, _int],
     "hone_attention_backward": [*[_p] * 5, *[_i64] * 10, *[_p] * 5, *[_i64] * 5, _f32, _int],
 }
-RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn", "hone_attention_forward", "hone_attention_backward"}  # an int: 1 ready or done, 0 not (no AMX, no memory)
+# these return an int: 1 ready or done, 0 not (no AMX, no memory)
+RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn", "hone_attention_forward", "hone_attention_backward"}
 
 
 def _cpu_tag() -> str:
@@ -272,14 +273,20 @@ def attention_applies(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
             and usable_rows(query, key, value) and amx())
 
 
-def attention_forward(query, key, value, bounds: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _token_head_strides(*tensors: torch.Tensor) -> list[int]:
+    """(token stride, head stride) of each (1, H, T, D) tensor, flattened."""
+    return [stride for t in tensors for stride in (t.stride(2), t.stride(1))]
+
+
+def attention_forward(query, key, value, bounds: torch.Tensor,
+                      scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Causal attention within each example [bounds[e], bounds[e + 1]) of one packed row: q
     (1, H, T, D), k and v (1, H_kv, T, D), any token and head strides -> (out (T, H, D) bf16,
     lse (H, T) fp32), or None when the kernel could not run (out of memory)."""
     _, heads, tokens, dim = query.shape
     out = query.new_empty(tokens, heads, dim)
     lse = torch.empty(heads, tokens, dtype=torch.float32)
-    strides = [s for t in (query, key, value) for s in (t.stride(2), t.stride(1))]
+    strides = _token_head_strides(query, key, value)
     done = library().hone_attention_forward(_ptr(query), _ptr(key), _ptr(value), *strides, _ptr(out), _ptr(lse),
                                             _ptr(bounds), bounds.numel() - 1, tokens, heads, key.shape[1], dim, scale,
                                             torch.get_num_threads())
@@ -291,8 +298,7 @@ def attention_backward(grad, query, key, value, out, lse, bounds: torch.Tensor, 
     grad (T, H, D) at any token and head strides. None when out of memory."""
     _, heads, tokens, dim = query.shape
     grads = [query.new_empty(tokens, t.shape[1], dim) for t in (query, key, value)]
-    strides = [*(s for t in (query, key, value) for s in (t.stride(2), t.stride(1))), *out.stride()[:2],
-               *grad.stride()[:2]]
+    strides = [*_token_head_strides(query, key, value), *out.stride()[:2], *grad.stride()[:2]]
     done = library().hone_attention_backward(_ptr(query), _ptr(key), _ptr(value), _ptr(out), _ptr(grad), *strides,
                                              *(_ptr(g) for g in grads), _ptr(lse), _ptr(bounds), bounds.numel() - 1,
                                              tokens, heads, key.shape[1], dim, scale, torch.get_num_threads())
