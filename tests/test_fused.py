@@ -14,22 +14,24 @@ from hone.data.collate import pack_batch
 from hone.data.render import IGNORE, Tokenized
 from hone.model.adapters import apply_method
 from hone.model.load import load_model
-from hone.train import kernels
-from hone.train.attention import FP32_BACKWARD_MAX, PackedAttention, _sdpa_per_example, attention_for_packing
-from hone.train.fused import fused
+from hone.engine import kernels, tiers
+from hone.engine.attention import FP32_BACKWARD_MAX, PackedAttention, _sdpa_per_example, attention_for_packing
+from hone.engine.fused import fused
 from hone.train.loss import HeadLoss, _chunk_loss, token_loss
 
 
-@pytest.fixture(params=["kernels", "torch"])
-def kernel_path(request, monkeypatch):
-    """Each test that takes it runs twice: through the C kernels (where they build) and
-    through the torch operators they stand in for."""
-    import hone.train.kernels as kernels
-
-    if request.param == "torch":
-        monkeypatch.setattr(kernels, "usable", lambda *tensors: False)
-        monkeypatch.setattr(kernels, "usable_rows", lambda *tensors: False)
-    return request.param
+@pytest.fixture(params=tiers.NAMES)
+def kernel_path(request):
+    """Each test that takes it runs once per kernel tier this CPU can execute (amx, avx512,
+    avx2, c: the C kernels built for that instruction set; torch: torch's operators), and
+    is skipped, with the reason, for the tiers it cannot."""
+    reason = tiers.why_not(request.param)
+    if reason:
+        pytest.skip(reason)
+    with tiers.forced(request.param):
+        if request.param != "torch" and kernels.library() is None:
+            pytest.skip("no C compiler on PATH: the kernels cannot be built here")
+        yield request.param
 
 
 def items(n=10, seed=0, vocab=300):
@@ -58,7 +60,7 @@ ALL_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 def test_fused_lora_and_norms_match_the_modules_they_replace(tmp_path, monkeypatch, family, targets):
     from tiny import make_model
 
-    import hone.train.fused as fused_module
+    import hone.engine.fused as fused_module
 
     groups = []  # q, k and v adapted together run as one node per layer
     original_group = fused_module.SharedInputLora.forward
@@ -119,11 +121,11 @@ def test_projection_weights_live_in_their_joined_matrices_only_while_fused(tiny_
         assert weight.is_contiguous() and torch.equal(weight, value)
 
 
-def test_rank_products_on_amx_tiles_match_torch_products_in_a_bf16_step(tiny_llama):
+def test_rank_products_on_amx_tiles_match_torch_products_in_a_bf16_step(tiny_llama, kernel_path):
     """In bf16 with rank 16 and rows a multiple of 32 tokens, the LoRA nodes take their
     rank-wide products from the AMX kernels (where the CPU has them): the loss and every
     adapter gradient match the same step with torch's products, to bf16 rounding."""
-    import hone.train.kernels as kernels
+    import hone.engine.kernels as kernels
 
     model = apply_method(load_model(ModelArgs(path=str(tiny_llama), dtype="bfloat16")),
                          AdapterArgs(method="lora", lora_rank=16, target_modules=ALL_LINEARS))
@@ -195,7 +197,7 @@ def test_packed_attention_matches_per_example_attention(dtype, tolerance, kernel
 
 
 def test_matmul_attention_backward_matches_the_exact_gradient(monkeypatch, kernel_path):
-    import hone.train.attention as attention_module
+    import hone.engine.attention as attention_module
 
     monkeypatch.setattr(kernels, "attention_applies", lambda *a: False)  # the layout path, as without AMX tiles
     calls = []
@@ -223,7 +225,7 @@ def test_matmul_attention_backward_matches_the_exact_gradient(monkeypatch, kerne
 
 
 @pytest.mark.parametrize("dim", kernels.ATTENTION_DIMS)
-def test_packed_attention_on_amx_tiles_matches_float64(dim, monkeypatch):
+def test_packed_attention_on_amx_tiles_matches_float64(dim, monkeypatch, kernel_path):
     """bf16 attention over a packed row through the tile kernels, forward and backward, against
     float64 per-example attention: lengths on both sides of the 32-token blocks and the
     16-token tiles, one token alone, grouped-query heads, large scores, and q/k/v read in place
@@ -239,9 +241,10 @@ def test_packed_attention_on_amx_tiles_matches_float64(dim, monkeypatch):
     joined[:, :, :heads] *= 3
     joined = joined.to(torch.bfloat16).requires_grad_()
     query, key, value = (t.transpose(1, 2) for t in joined.split([heads, kv_heads, kv_heads], dim=2))
-    if not kernels.attention_applies(query, key, value):
-        assert kernels.library() is None or not kernels.amx()
-        return
+    if kernel_path != "amx":
+        assert not kernels.attention_applies(query, key, value)  # the kernels step aside
+        pytest.skip(f"the attention tile kernels run in the amx tier only, not {kernel_path}")
+    assert kernels.attention_applies(query, key, value)
     calls = []
     for name in ("attention_forward", "attention_backward"):
         original = getattr(kernels, name)
@@ -311,7 +314,7 @@ def test_head_loss_ignores_every_ignored_row():
 def test_rms_norm_matches_llama_rms_norm_with_a_trained_weight(dtype, tolerance, kernel_path):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from hone.train.fused import RMSNorm
+    from hone.engine.fused import RMSNorm
 
     torch.manual_seed(0)
     module = LlamaRMSNorm(48, eps=1e-6).to(dtype)
@@ -331,7 +334,7 @@ def test_rms_norm_matches_llama_rms_norm_with_a_trained_weight(dtype, tolerance,
 def test_rotary_matches_transformers_apply_rotary_pos_emb(dtype, tolerance):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    from hone.train.fused import Rotary
+    from hone.engine.fused import Rotary
 
     torch.manual_seed(0)
     # q and k as the attention module makes them: (B, T, heads * dim) viewed as (B, heads, T, dim)

@@ -1,4 +1,4 @@
-"""The fused C kernels (hone.train.kernels) against the torch operators they stand in for."""
+"""The fused C kernels (hone.engine.kernels) against the torch operators they stand in for."""
 
 import os
 import shutil
@@ -7,45 +7,77 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hone.train import kernels
+from hone.engine import kernels, tiers
 
 COMPILER = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-@pytest.fixture
-def built():
-    """The kernels; on a machine without a C compiler, the proof that callers fall back."""
-    lib = kernels.library()
-    if lib is None:
-        assert COMPILER is None, "a C compiler is on PATH but the kernels did not build"
-        assert not kernels.usable(torch.zeros(2, dtype=torch.bfloat16))
-    return lib
+COMPILED = [name for name in tiers.NAMES if name != "torch"]
 
 
-def test_kernels_build_once_into_the_cache_and_can_be_turned_off(tmp_path, monkeypatch):
+@pytest.fixture(params=COMPILED)
+def built(request):
+    """The kernels of each compiled tier this CPU can execute, in force for the test; the
+    tiers it cannot execute are skipped with the reason."""
+    reason = tiers.why_not(request.param)
+    if reason:
+        pytest.skip(reason)
+    if COMPILER is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH: only the torch tier runs here")
+    with tiers.forced(request.param):
+        lib = kernels.library()
+        assert lib is not None, f"a C compiler is on PATH but the {request.param} kernels did not build"
+        assert lib.tier == request.param and lib.amx == (request.param == "amx")
+        yield lib
+
+
+def test_kernels_build_once_per_tier_into_the_cache_and_can_be_turned_off(tmp_path, monkeypatch):
+    if COMPILER is None:
+        pytest.skip("no C compiler on PATH")
     monkeypatch.setenv("HONE_CACHE", str(tmp_path))
+    monkeypatch.delenv(tiers.ENV, raising=False)
     kernels.library.cache_clear()
     try:
         lib = kernels.library()
         built = list((tmp_path / "hone" / "kernels").glob("*.so"))
-        if COMPILER is None:
-            assert lib is None and not built
-            return
-        assert lib is not None and len(built) == 1
+        assert lib is not None and len(built) == 1 and built[0].name.startswith(f"kernels-{tiers.best()}-")
         stamp = built[0].stat().st_mtime_ns
         kernels.library.cache_clear()
         assert kernels.library() is not None and built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
         assert not [p for p in built[0].parent.iterdir() if p.is_dir()]  # no temporary folder left behind
+        with tiers.forced("c"):
+            assert kernels.library().tier == "c"
+        assert len(list((tmp_path / "hone" / "kernels").glob("*.so"))) == 1 + (tiers.best() != "c")  # one build per tier
         monkeypatch.setenv("HONE_KERNELS", "0")
-        kernels.library.cache_clear()
         assert kernels.library() is None and not kernels.usable(torch.zeros(2, dtype=torch.bfloat16))
+        with tiers.forced("torch"):
+            assert kernels.library() is None
     finally:
         kernels.library.cache_clear()
 
 
+def test_a_tier_this_cpu_cannot_run_is_refused_by_name(monkeypatch):
+    unavailable = [name for name in tiers.NAMES if tiers.why_not(name)]
+    if not unavailable:
+        pytest.skip("this CPU executes every tier")
+    monkeypatch.setenv(tiers.ENV, unavailable[0])
+    with pytest.raises(ValueError, match=unavailable[0]):
+        tiers.active()
+
+
+def test_tiers_are_listed_fastest_first_and_the_best_is_the_default(monkeypatch):
+    monkeypatch.delenv(tiers.ENV, raising=False)
+    monkeypatch.delenv("HONE_KERNELS", raising=False)
+    runnable = tiers.executable()
+    assert runnable[-2:] == ("c", "torch") and list(runnable) == [n for n in tiers.NAMES if n in runnable]
+    assert tiers.active() == runnable[0] == tiers.best()
+    with pytest.raises(ValueError, match="unknown kernel tier"):
+        tiers.by_name("sse9")
+
+
 def test_usable_only_for_contiguous_bf16_cpu_tensors(built):
     x = torch.zeros(4, 8, dtype=torch.bfloat16)
-    assert kernels.usable(x) == (built is not None)
+    assert kernels.usable(x)
     assert not kernels.usable(x.float())
     assert not kernels.usable(x.t())
 
@@ -53,8 +85,6 @@ def test_usable_only_for_contiguous_bf16_cpu_tensors(built):
 def test_rms_norm_kernel_matches_llama_rms_norm(built):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    if built is None:
-        return
     torch.manual_seed(0)
     module = LlamaRMSNorm(83, eps=1e-6).to(torch.bfloat16)  # an odd width exercises the vector loops' tails
     torch.nn.init.normal_(module.weight, 1.0, 0.3)
@@ -74,8 +104,6 @@ def test_rms_norm_kernel_matches_llama_rms_norm(built):
 
 
 def test_swiglu_kernels_match_torch_bit_for_bit(built):
-    if built is None:
-        return
     torch.manual_seed(0)
     gate = (torch.randn(37, 53) * 4).to(torch.bfloat16)
     up, grad = (torch.randn(37, 53).to(torch.bfloat16) for _ in range(2))
@@ -98,8 +126,6 @@ def test_swiglu_kernels_match_torch_bit_for_bit(built):
 
 
 def test_exp_causal_is_exp_below_the_diagonal_and_zero_above(built):
-    if built is None:
-        return
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
     scores = every.view(4, 128, 128).clone()  # every bf16 value, a quarter of them in the masked half
     got = kernels.exp_causal_(scores.clone())
@@ -111,8 +137,6 @@ def test_exp_causal_is_exp_below_the_diagonal_and_zero_above(built):
 
 
 def test_attention_widen_lays_out_and_carries_the_extra_column(built):
-    if built is None:
-        return
     torch.manual_seed(0)
     batch, heads, length, dim, groups, width = 2, 4, 5, 8, 2, 12
     # (B, H, L, D) views of a (B * L, H, D) buffer, as the packed layout hands them over
@@ -135,8 +159,6 @@ def test_attention_widen_lays_out_and_carries_the_extra_column(built):
 
 
 def test_gather_rows_takes_rows_by_index_and_zeros_where_told(built):
-    if built is None:
-        return
     src = torch.randn(7, 3, 5).to(torch.bfloat16)
     rows = torch.tensor([6, -1, 0, 0, 3, -1])
     got = kernels.gather_rows(src, rows)
@@ -147,8 +169,6 @@ def test_gather_rows_takes_rows_by_index_and_zeros_where_told(built):
 
 
 def test_cross_entropy_gives_loss_and_gradient_in_one_pass(built):
-    if built is None:
-        return
     torch.manual_seed(0)
     logits = (torch.randn(37, 1000) * 4).bfloat16()  # odd sizes exercise the vector loops' tails
     targets = torch.randint(0, 1000, (37,))
@@ -170,10 +190,8 @@ def test_cross_entropy_gives_loss_and_gradient_in_one_pass(built):
 
 @pytest.mark.parametrize("batch, cos_batch", [(1, 1), (2, 2), (2, 1)])
 def test_rotary_matches_the_torch_rotation_bit_for_bit(built, monkeypatch, batch, cos_batch):
-    import hone.train.fused as fused
+    import hone.engine.fused as fused
 
-    if built is None:
-        return
     torch.manual_seed(0)
     x = torch.randn(batch, 37, 3, 10).bfloat16().transpose(1, 2)  # (B, H, L, D) over (B, L, H, D) memory, as the model has it
     cos, sin = (torch.randn(cos_batch, 37, 10).bfloat16().unsqueeze(1) for _ in range(2))
@@ -192,12 +210,10 @@ def test_rank_products_match_fp32_products_or_step_aside(built):
     the bf16 inputs, for each layout the LoRA nodes hand over (w as A^T, as B, as a column
     slice; y as a column slice). Where the kernels do not apply they return None and the
     callers keep torch's product."""
+    if not built.amx:
+        pytest.skip("the tile kernels are built only in the amx tier (test_rank_products_step_aside_without_amx)")
     torch.manual_seed(0)
     x = torch.randn(96, 160).to(torch.bfloat16)
-    if built is None or not kernels.amx():
-        assert kernels.rank_product(x, torch.zeros(160, 16, dtype=torch.bfloat16)) is None
-        assert kernels.token_sum_product(x, torch.zeros(96, 16, dtype=torch.bfloat16)) is None
-        return
 
     def close(got, want):
         assert got.dtype == torch.float32 and got.shape == want.shape
@@ -221,3 +237,14 @@ def test_rank_products_match_fp32_products_or_step_aside(built):
     assert kernels.rank_product(x, torch.zeros(160, 8, dtype=torch.bfloat16)) is None  # rank 8
     assert kernels.token_sum_product(x[:80], y[:80]) is None  # tokens not a multiple of 32
     assert kernels.rank_product(x.float(), b.float()) is None  # fp32
+
+
+def test_rank_products_step_aside_without_amx(built):
+    """Outside the amx tier the tile kernels return None, and the callers keep torch's product."""
+    if built.amx:
+        pytest.skip("the amx tier runs them (test_rank_products_match_fp32_products_or_step_aside)")
+    x = torch.randn(96, 160).to(torch.bfloat16)
+    assert kernels.rank_product(x, torch.zeros(160, 16, dtype=torch.bfloat16)) is None
+    assert kernels.token_sum_product(x, torch.zeros(96, 16, dtype=torch.bfloat16)) is None
+    q = torch.zeros(1, 4, 64, 32, dtype=torch.bfloat16)
+    assert not kernels.attention_applies(q, q, q)

@@ -14,8 +14,8 @@ import torch
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 
-def hone(*args, check=True, **kwargs):
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "2"}
+def hone(*args, check=True, env=None, **kwargs):
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "2", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "hone", *args], capture_output=True, text=True, env=env, **kwargs)
     if check:
         assert result.returncode == 0, result.stderr[-2000:]
@@ -138,3 +138,30 @@ def test_every_run_ends_compared_with_its_base(tmp_path, tiny_llama, chat_file):
     assert report["tuned"]["eval_loss"] < report["baseline"]["eval_loss"]
     assert (run / "report.html").is_file()
     assert "report:" in result.stdout
+
+
+def test_sft_end_to_end_in_the_torch_tier_and_the_best_tier(tmp_path, tiny_llama, chat_file):
+    """Train in bf16 (where the C kernels and fused layers run), evaluate against the base,
+    save, and load the adapter with PEFT: once with torch's operators only, once in the best
+    kernel tier this CPU has. Both learn, and they agree to bf16 rounding."""
+    from hone.engine import tiers
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    finals = {}
+    for tier in dict.fromkeys(("torch", tiers.best())):
+        run = tmp_path / tier
+        extra = ("train.max_steps=12", "eval.compare=true", "eval.limit=4", "eval.max_new_tokens=4")
+        args = [a for a in common(tiny_llama, chat_file, run, *extra) if a != "model.dtype=float32"]
+        hone("train", *args, "model.dtype=bfloat16", env={tiers.ENV: tier})
+        rows = metrics(run)
+        assert rows[-1]["loss"] < rows[0]["loss"] - 0.5, (tier, rows[0]["loss"], rows[-1]["loss"])
+        report = json.loads((run / "report.json").read_text())
+        assert report["tuned"]["eval_loss"] < report["baseline"]["eval_loss"]
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), run)
+        with torch.no_grad():
+            assert torch.isfinite(tuned(torch.tensor([[5, 17, 42, 99, 7]])).logits).all()
+        finals[tier] = report["tuned"]["eval_loss"]
+    values = list(finals.values())
+    assert max(values) - min(values) <= 0.05 * max(values), finals

@@ -23,11 +23,9 @@ from hone.config import TrainArgs
 from hone.data.collate import PACK_MULTIPLE, epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
 from hone.data.render import IGNORE, Tokenized
 from hone.data.replay import Replay
-from hone.train.attention import attention_for_packing
 from hone.train.checkpoint import TrainState, best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
-from hone.train.fused import fused
+from hone.engine import engine
 from hone.train.guard import DivergenceGuard, apply_lr_scale, is_memory_error, memory_error, watch_eval
-from hone.train.heap import kept_heap
 from hone.train.loss import token_loss
 from hone.train.metrics import MetricsLog, ProgressBar
 from hone.train.schedule import warmup_cosine
@@ -135,32 +133,16 @@ def fit(setup: Setup, train: list[Tokenized], evals: list[Tokenized], args: Trai
 
 @contextlib.contextmanager
 def prepared(setup: Setup, args: TrainArgs):
-    """Model-side switches for the duration of training: packing-aware attention and
-    compilation (gradient checkpointing is set when the model is built, `sft.build_trainable`);
+    """The speed layer (`hone.engine`) for the duration of training, packing-aware attention
+    included (gradient checkpointing is set when the model is built, `sft.build_trainable`);
     memory errors become a message naming the knobs."""
-    base = setup.model.get_base_model() if hasattr(setup.model, "get_base_model") else setup.model
-    if args.compile:
-        for layer in getattr(base.model, "layers", []):
-            layer.compile(dynamic=True)
-    attention = attention_for_packing(setup.model, setup.device) if args.packing else contextlib.nullcontext()
     try:
-        with attention, lora_in_compute_dtype(setup), fused(setup.model), kept_heap():
+        with engine(setup.model, setup.device, setup.compute_dtype, packing=args.packing, compile=args.compile):
             yield
     except (RuntimeError, MemoryError) as exc:
         if not is_memory_error(exc):
             raise
         raise memory_error(exc, args, getattr(exc, "hone_tokens", 0), getattr(exc, "hone_step", 0)) from None
-
-
-def lora_in_compute_dtype(setup: Setup):
-    """PEFT casts each LoRA input up to the fp32 adapter dtype, and autocast casts it straight
-    back down for the matmul: two copies of every activation per adapted layer for nothing.
-    Measured ~15% of a bf16 CPU step; under autocast the input cast is skipped."""
-    if setup.compute_dtype == torch.float32 or not hasattr(setup.model, "peft_config"):
-        return contextlib.nullcontext()
-    from peft.helpers import disable_input_dtype_casting
-
-    return disable_input_dtype_casting(setup.model)
 
 
 def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs, state: TrainState, guard: DivergenceGuard) -> dict:
@@ -226,7 +208,7 @@ def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: st
 def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, max_grad_norm: float, layout: str = "pad",
                max_row_tokens: int = 0) -> tuple[float, int]:
     """One plain optimizer step (no guard, no schedule): accumulate, clip, step. Packed
-    layout needs the model inside `attention_for_packing`."""
+    layout needs the model inside `hone.engine.engine`."""
     loss, tokens = backward_pass(setup, micro_batches, layout, max_row_tokens)
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_([p for p in setup.model.parameters() if p.requires_grad], max_grad_norm)
@@ -242,7 +224,7 @@ def make_batch(items: list[Tokenized], pad_id: int, layout: str) -> dict[str, to
 @torch.no_grad()
 def evaluate(setup: Setup, items: list[Tokenized], batch_size: int, packed: bool = False) -> float:
     """Mean next-token loss over the scored tokens of `items`. `packed` needs the model
-    inside `attention_for_packing` (as it is during `fit`)."""
+    inside `hone.engine.engine` (as it is during `fit`)."""
     model = setup.model
     was_training = model.training
     model.eval()

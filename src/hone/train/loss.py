@@ -9,16 +9,12 @@ scales the stored `tokens x hidden` gradient; nothing is recomputed.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from hone.data.collate import PACK_MULTIPLE, row_length
 from hone.data.render import IGNORE
-from hone.train import kernels
-from hone.train.attention import packing_kwargs
+from hone.engine import kernels, only_rows, packing_kwargs
 
 CHUNK_ELEMENTS = 4 * 2**20  # logits per chunk: 16 MB in fp32 (8 MB on the bf16 kernel path), whatever the vocabulary
 ROWS_MULTIPLE = 64  # scored rows are padded to a multiple of this (a few matmul shapes, not one per batch)
@@ -44,7 +40,7 @@ def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
         kwargs.update(packing_kwargs(batch["seq_lengths"]))
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
-    with last_mlp_on(decoder, keep):
+    with only_rows(decoder, keep):  # the last MLP skips unread rows where the engine is installed
         hidden = decoder(**kwargs, use_cache=False).last_hidden_state  # B, T, C
     rows = hidden[:, :-1][keep]  # N, C
     wanted = targets[keep]  # N
@@ -68,45 +64,6 @@ def token_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int
         else:
             total = total + _chunk_loss(chunk, goal, head, softcap)
     return total, count
-
-
-@contextlib.contextmanager
-def last_mlp_on(decoder, keep: torch.Tensor):
-    """Run the last decoder layer's MLP only on the positions the loss reads (`keep`: B x T-1).
-
-    Exact: after the last MLP a position is only normalised and projected on its own, so a
-    position the loss never reads needs no MLP output (it gets zero). In SFT the prompt is
-    unlabelled, about half of the tokens of the benchmark, so this removes about half of one
-    layer's MLP. The rows are rounded up to a packed row's length (other positions fill them),
-    so the matmul shapes are ones the rows already use. Off where the layer would be
-    recomputed in backward (gradient checkpointing) or is compiled."""
-    layers = getattr(decoder, "layers", None)
-    last = layers[-1] if layers is not None and len(layers) else None
-    mlp = getattr(last, "mlp", None)
-    positions = keep.shape[0] * (keep.shape[1] + 1)
-    rows = row_length(max(int(keep.sum()), 1), PACK_MULTIPLE)
-    if (mlp is None or rows >= positions or getattr(decoder, "gradient_checkpointing", False)
-            or getattr(last, "_compiled_call_impl", None) is not None):
-        yield
-        return
-    wanted = F.pad(keep, (0, 1)).reshape(-1)  # over all B x T positions
-    index = torch.argsort(~wanted, stable=True)[:rows]  # the wanted positions first, in order
-    installed = mlp.__dict__.get("forward")  # hone's fused forward, when `fused` installed one
-    forward = installed or mlp.forward
-
-    def on_wanted_rows(x):
-        flat = x.reshape(-1, x.shape[-1])
-        out = forward(flat.index_select(0, index))
-        return out.new_zeros(flat.shape[0], out.shape[-1]).index_copy(0, index, out).view(*x.shape[:-1], out.shape[-1])
-
-    mlp.forward = on_wanted_rows
-    try:
-        yield
-    finally:
-        if installed is None:
-            del mlp.forward
-        else:
-            mlp.forward = installed
 
 
 def _chunk_loss(rows, goal, head, softcap):

@@ -198,7 +198,7 @@ void hone_swiglu_backward(const uint16_t *grad, const uint16_t *gate, const uint
     parallel(swiglu_backward_range, &a, count, threads, 16384);
 }
 
-/* ---- attention: the widened operands of hone.train.attention's matmul backward ---- */
+/* ---- attention: the widened operands of hone.engine.attention's matmul backward ---- */
 
 typedef struct {
     const uint16_t *src, *other;
@@ -374,7 +374,7 @@ typedef struct {
 
 /* One token per item, all its heads: out = [x1 c1 - x2 s1, x2 c2 + x1 s2] (sign -1), or
    the transposed map [x1 c1 + x2 s2, x2 c2 - x1 s1] (sign 1, the gradient), with the
-   roundings of hone.train.fused._rotate: the product to bf16, then the multiply-add. */
+   roundings of hone.engine.fused._rotate: the product to bf16, then the multiply-add. */
 static void rotary_tokens(const void *p, int64_t begin, int64_t end) {
     const rotary_args *a = (const rotary_args *)p;
     const int64_t half = a->dim / 2;

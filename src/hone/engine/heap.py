@@ -6,7 +6,7 @@ the heap top), so the next step's tensor of the same size is fresh memory again,
 4 KB page of it is a page fault on first touch: 500-620K faults in one benchmark fit, ~1.4
 us each on the 2-core benchmark machine. Keeping freed blocks in the heap took that to about
 310K (most of the rest is the first touch of the peak), and it is what makes the
-batched-matmul attention backward (`hone.train.attention`) pay off: its score-sized buffers
+batched-matmul attention backward (`hone.engine.attention`) pay off: its score-sized buffers
 otherwise fault on every call (0.65 vs 0.17 ms for one product). Freed blocks are reused,
 not added to: the benchmark's peak went from 1180 to 1193-1206 MB.
 
@@ -58,7 +58,7 @@ def kept_heap():
 def give_back_free_memory() -> None:
     """Return freed heap pages to the kernel now (glibc's `malloc_trim`), including those in
     holes below the heap's top. For after replacing long-lived tensors (the weights that
-    `hone.train.fused` moves): their old blocks would otherwise stay resident, since later
+    `hone.engine.fused` moves): their old blocks would otherwise stay resident, since later
     allocations of other sizes do not reuse them (measured +45 MB peak on the benchmark)."""
     libc = _glibc()
     if libc is not None:

@@ -39,14 +39,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hone.train import kernels
-from hone.train.heap import give_back_free_memory
+from hone.engine import kernels
+from hone.engine.heap import give_back_free_memory
+
+log = logging.getLogger(__name__)
 
 
 def _rank_mm(x, w):
@@ -304,14 +307,25 @@ def _llama_source(path: str) -> str:
     """Source of `path` (e.g. "LlamaMLP.forward") in transformers' modeling_llama."""
     from transformers.models.llama import modeling_llama
 
-    return inspect.getsource(functools.reduce(getattr, path.split("."), modeling_llama))
+    return inspect.getsource(_unwrapped(functools.reduce(getattr, path.split("."), modeling_llama)))
+
+
+def _unwrapped(function):
+    """The plain function behind a wrapper: `functools.wraps` ones, and the `kernels`
+    library's function modules (transformers 5.25 turns `apply_rotary_pos_emb` into one,
+    calling the original through the closure variable `func` of its forward)."""
+    if isinstance(function, nn.Module):
+        forward = type(function).forward
+        cells = dict(zip(forward.__code__.co_freevars, forward.__closure__ or ()))
+        function = cells["func"].cell_contents if "func" in cells else forward
+    return inspect.unwrap(function)
 
 
 def _is_llama_code(function, path: str) -> bool:
     """True when `function`'s source is, word for word, transformers' Llama `path`."""
     try:
-        return function is not None and inspect.getsource(function) == _llama_source(path)
-    except (OSError, TypeError, ImportError):
+        return function is not None and inspect.getsource(_unwrapped(function)) == _llama_source(path)
+    except (OSError, TypeError, ImportError, ValueError):
         return False
 
 
@@ -337,7 +351,8 @@ def _plain_lora(module) -> str | None:
     """The adapter name when `module` is a PEFT LoRA linear this file can run, else None."""
     base = getattr(module, "base_layer", None)
     adapters = getattr(module, "active_adapters", None)
-    if type(base) is not nn.Linear or not adapters or len(adapters) != 1 or getattr(module, "merged", False):
+    if type(base) is not nn.Linear or not adapters or len(adapters) != 1 or getattr(module, "merged", False) \
+            or "forward" in module.__dict__:
         return None
     name = adapters[0]
     if getattr(module, "disable_adapters", False) or name not in getattr(module, "lora_A", {}) \
@@ -569,34 +584,56 @@ def fused(model):
 
 
 def _install(model, undo: list) -> int:
-    def reroute(module, forward):
-        module.forward = forward
-        undo.append(functools.partial(delattr, module, "forward"))
-
     patched, inside = 0, set()
     for module in model.modules():
-        if id(module) in inside:
-            continue
-        if _swiglu_lora_mlp(module):
-            reroute(module, _swiglu_forward(module, undo))
-            patched += 1
-            inside.update(id(m) for m in module.modules())
-            continue
-        group = _shared_input_group(module)
-        if group is not None:
-            for projection, forward in zip(group, _group_forwards(group, undo)):
-                reroute(projection, forward)
-                patched += 1
-                inside.add(id(projection))
-        name = _plain_lora(module)
-        if name is not None:
-            reroute(module, _forward_for(module, name))
-            patched += 1
-        elif _plain_rms_norm(module):
-            reroute(module, _rms_norm_forward(module))
-            patched += 1
+        if id(module) in inside or "forward" in module.__dict__:
+            continue  # inside a fused MLP, or someone else's forward already: step aside
+        try:
+            patched += _install_one(module, inside, undo)
+        except Exception as exc:  # noqa: BLE001 - a module we misread keeps its own forward
+            log.info("fused layers: %s keeps its own forward (%s)", type(module).__name__, exc)
     for module in _rotary_modules(model):
         original = module.apply_rotary_pos_emb
         module.apply_rotary_pos_emb = _rotary_for(original)
         undo.append(functools.partial(setattr, module, "apply_rotary_pos_emb", original))
+    return patched
+
+
+def _reroute(module, forward, undo: list) -> None:
+    """module.forward = forward until undone; undoing puts back exactly what was there."""
+    previous = module.__dict__.get("forward", _ABSENT)
+    module.__dict__["forward"] = forward
+
+    def restore():
+        if previous is _ABSENT:
+            module.__dict__.pop("forward", None)  # gone already (another library reset it): nothing to undo
+        else:
+            module.__dict__["forward"] = previous
+
+    undo.append(restore)
+
+
+_ABSENT = object()
+
+
+def _install_one(module, inside: set, undo: list) -> int:
+    """Reroute `module` (or its projections) where it is one this file runs; the count rerouted."""
+    if _swiglu_lora_mlp(module):
+        _reroute(module, _swiglu_forward(module, undo), undo)
+        inside.update(id(m) for m in module.modules())
+        return 1
+    patched = 0
+    group = _shared_input_group(module)
+    if group is not None:
+        for projection, forward in zip(group, _group_forwards(group, undo)):
+            _reroute(projection, forward, undo)
+            inside.add(id(projection))
+            patched += 1
+    name = _plain_lora(module)
+    if name is not None:
+        _reroute(module, _forward_for(module, name), undo)
+        return patched + 1
+    if _plain_rms_norm(module):
+        _reroute(module, _rms_norm_forward(module), undo)
+        return patched + 1
     return patched

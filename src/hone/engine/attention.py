@@ -5,7 +5,7 @@ The model receives `cu_seq_lens_q/k` (cumulative example lengths, the flash-atte
 varlen convention) and `position_ids` restarting per example. On CUDA with flash-attn
 installed, transformers' own `flash_attention_2` consumes them directly. On a CPU with AMX
 tiles (bf16, head dim 32 or 64), `hone_packed` runs the C kernels of
-`hone.train.kernels.attention_forward/backward`: each example and key/value head on tiles,
+`hone.engine.kernels.attention_forward/backward`: each example and key/value head on tiles,
 read in place from the row, only over the keys each query block sees (2.1x the forward and
 2.7x the backward below, measured on the benchmark's rows). Elsewhere on CPU it
 calls the CPU flash kernel once per group of examples
@@ -24,7 +24,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from hone.train import kernels
+from hone.engine import kernels
 
 NAME = "hone_packed"
 # Each example is padded at its end to a multiple of this before SDPA. The CPU flash kernel
@@ -43,7 +43,7 @@ FP32_BACKWARD_MAX = 512
 # bf16 groups with at least this many scores per head (examples x length^2) and at most
 # MATMUL_BACKWARD_MAX tokens per example run their backward as batched bf16 matrix products
 # (`_matmul_backward`) instead of the flash kernel's. Measured on 2 cores (flash time /
-# matmul time, interleaved calls, with `hone.train.heap.kept_heap`): 2 x 128 tokens 1.10,
+# matmul time, interleaved calls, with `hone.engine.heap.kept_heap`): 2 x 128 tokens 1.10,
 # 4 x 128 1.28, 1 x 256 1.26, 1 x 512 1.65, 1 x 832 1.06; below the line, 1 x 128 0.88
 # and 3 x 64 0.71.
 MATMUL_BACKWARD_MIN_SCORES = 2 * 128 * 128

@@ -6,8 +6,9 @@ LoRA step took ~14% of its time that way. kernels.c does the same arithmetic (th
 bf16 roundings) in one pass per direction.
 
 The C file is compiled with the system C compiler at first use (well under a second) into
-a per-user cache, keyed by the source, the flags and the CPU, and loaded with ctypes: no
-build step at install, no torch headers. Where no compiler is found, or HONE_KERNELS=0,
+a per-user cache, one build per kernel tier (`hone.engine.tiers`: amx, avx512, avx2, c),
+keyed by the source and the flags, and loaded with ctypes: no build step at install, no
+torch headers. Where no compiler is found, or in the torch tier (HONE_KERNELS=0),
 `library()` is None and callers keep their torch path, which computes the same function.
 """
 
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import torch
 
+from hone.engine import tiers
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.c")
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fPIC", "-shared"]
+FLAGS = ["-O3", "-fno-math-errno", "-fPIC", "-shared"]  # plus the instruction set of the tier (hone.engine.tiers)
 # OpenMP where the compiler has it: linked as libgomp.so.1, which is the runtime torch's Linux
 # wheels already loaded, so the kernels share torch's threads. Without it, one thread.
 THREADING = (["-fopenmp"], ["-fopenmp-simd"])
@@ -54,23 +57,12 @@ SIGNATURES = {
 RETURNING = {"hone_amx_ready", "hone_lora_nn", "hone_lora_tn", "hone_attention_forward", "hone_attention_backward"}
 
 
-def _cpu_tag() -> str:
-    """What -march=native compiles for: the machine and, on Linux, the CPU's model and flags."""
-    tag = platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        tag += "".join(line for line in lines if line.startswith(("model name", "flags")))[:4096]
-    except OSError:
-        pass
-    return tag
-
-
 def _cache_dir() -> Path:
     root = os.environ.get("HONE_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "hone" / "kernels"
 
 
-def _compile(source: Path, target: Path) -> None:
+def _compile(source: Path, target: Path, tier_flags: tuple[str, ...]) -> None:
     """Compile `source` into the shared library `target`, atomically (a temporary file renamed)."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
@@ -80,7 +72,7 @@ def _compile(source: Path, target: Path) -> None:
         built = Path(folder) / target.name
         for i, threading in enumerate(THREADING):
             try:
-                subprocess.run([compiler, *FLAGS, *threading, str(source), "-o", str(built), "-lm"],
+                subprocess.run([compiler, *FLAGS, *tier_flags, *threading, str(source), "-o", str(built), "-lm"],
                                check=True, capture_output=True, text=True, timeout=120)
                 break
             except subprocess.CalledProcessError:
@@ -89,27 +81,38 @@ def _compile(source: Path, target: Path) -> None:
         os.replace(built, target)
 
 
-@functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be built (the torch path is used)."""
-    if os.environ.get("HONE_KERNELS", "1") == "0" or platform.system() == "Windows":
+    """The kernels built for the tier in force (`hone.engine.tiers.active`), or None where
+    that tier is `torch` or they cannot be built (callers then keep their torch path)."""
+    return load(tiers.active())
+
+
+@functools.cache
+def load(tier: str) -> ctypes.CDLL | None:
+    """The kernels built for `tier`, compiled at first use into the per-user cache."""
+    if tier == "torch" or platform.system() == "Windows":
         return None
-    flags = " ".join(FLAGS + [flag for variant in THREADING for flag in variant])
-    key = hashlib.sha256(SOURCE.read_bytes() + flags.encode() + _cpu_tag().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
+    tier_flags = tiers.by_name(tier).flags
+    flags = " ".join(FLAGS + list(tier_flags) + [flag for variant in THREADING for flag in variant])
+    key = hashlib.sha256(SOURCE.read_bytes() + flags.encode()).hexdigest()[:16]
+    target = _cache_dir() / f"kernels-{tier}-{key}.so"
     try:
         if not target.exists():
-            _compile(SOURCE, target)
+            _compile(SOURCE, target, tier_flags)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError) as error:
         detail = getattr(error, "stderr", "") or error
-        log.info("fused CPU kernels unavailable, using torch's operators: %s", str(detail).strip()[:300])
+        log.info("fused CPU kernels (tier %s) unavailable, using torch's operators: %s", tier, str(detail).strip()[:300])
         return None
     for name, argtypes in SIGNATURES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, _int if name in RETURNING else None
-    lib.amx = bool(lib.hone_amx_ready())  # asks the OS for the tile state once
+    lib.tier = tier
+    lib.amx = bool(lib.hone_amx_ready())  # asks the OS for the tile state once; 0 unless built for AMX
     return lib
+
+
+library.cache_clear = load.cache_clear  # type: ignore[attr-defined]  # tests rebuild after changing the cache folder
 
 
 def usable(*tensors: torch.Tensor) -> bool:
@@ -210,7 +213,7 @@ def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore: int) -> 
 
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transposed: bool) -> torch.Tensor | None:
-    """hone.train.fused._rotate for x (B, H, L, D) bf16 and cos/sin (B or 1, 1, L, D) bf16 with
+    """hone.engine.fused._rotate for x (B, H, L, D) bf16 and cos/sin (B or 1, 1, L, D) bf16 with
     unit stride over D; None where the layout does not fit (the caller keeps torch's path)."""
     if x.dim() != 4 or cos.dim() != 4:
         return None
