@@ -21,4 +21,4 @@ def test_ci_runs_the_readme_install_and_test_commands_verbatim():
 
 def test_install_pins_the_cpu_torch_and_the_package_admits_it():
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'"torch>=2\.\d+"', pyproject)
+    assert re.search(r'"torch>=2\.\d+,<2\.\d+"', pyproject)

@@ -218,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from hone.quiet import quiet_libraries
+    from hone.versions import warn_untested
 
     quiet_libraries()
+    warn_untested()
     try:
         return args.handler(args) or 0
     except HoneError as exc:
