@@ -77,6 +77,15 @@ def default_model(folder: Path) -> str:
     return str(folder / "tokenizer")
 
 
+def machine_line() -> str:
+    """hone.engine.tiers.machine_line, imported in the parent only: it loads torch, which would
+    count in a child's measured peak memory."""
+    sys.path.insert(0, str(HERE.parent / "src"))
+    from hone.engine.tiers import machine_line as line
+
+    return line()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -86,6 +95,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], args.child[1] if args.child[1] != "-" else None)))
         return
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = args.model or default_model(folder)

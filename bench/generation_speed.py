@@ -18,6 +18,7 @@ import torch
 
 from hone.data.dataset import read_examples
 from hone.data.render import render_prompt
+from hone.engine.tiers import machine_line
 from hone.eval.generate import GenerationArgs, generate_answers
 from hone.eval.models import load_for_eval
 from hone.model.load import ASSETS
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
     cli = parser.parse_args()
+    print(machine_line(), flush=True)  # first: every number below belongs to this machine
     if cli.threads:
         torch.set_num_threads(cli.threads)
     loaded = load_for_eval(cli.model, dtype=cli.dtype)

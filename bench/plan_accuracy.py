@@ -32,6 +32,9 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from hone.engine.tiers import machine_line
+
+    print(machine_line(), flush=True)  # first: every number below belongs to this machine
     torch.set_num_threads(args.threads)
     from plan_models import accuracy_cases, make_medium_model, predict_case
 

@@ -226,7 +226,8 @@ def run_hone(work: Path, spec: Spec, variant: str, device: torch.device, data: s
     from hone.train.loop import Setup, fit
 
     train = [Tokenized(ex["input_ids"], ex["labels"]) for ex in json.loads((work / f"{data}.json").read_text())]
-    model_args = ModelArgs(path=str(work / "model"), device=device.type)
+    dtype = {"fp32": "float32", "bf16": "bfloat16"}.get(os.environ.get("HONE_BENCH_DTYPE", ""), "auto")
+    model_args = ModelArgs(path=str(work / "model"), device=device.type, dtype=dtype)
     compute = pick_dtype(model_args, device)
     model = load_model(model_args, weights_dtype=compute)
     torch.manual_seed(spec.seed)
@@ -318,19 +319,35 @@ def spawn(system: str, variant: str, work: Path, data: str, threads: int, timeou
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def trl_variants(device: torch.device, quick: bool) -> list[str]:
-    fast = "bf16"
-    # every batching without gradient checkpointing (the fast choice), plus TRL's defaults
-    # with it (the lean choice): TRL's best is whichever is fastest in full
-    base = ["padding-fp32", "padding-bf16", "padding_free-bf16", "packing-bf16", "packing-bf16-gc"]
+def fast_dtype(device: torch.device, wanted: str) -> str:
+    """The dtype both systems train in: `wanted`, or with `auto` the one hone picks for this
+    machine (bf16 where the CPU multiplies it faster, measured; fp32 where it is emulated)."""
+    if wanted != "auto":
+        return wanted
+    sys.path.insert(0, str(ROOT / "src"))
+    from hone.config import ModelArgs
+    from hone.model.load import pick_dtype
+
+    return "bf16" if pick_dtype(ModelArgs(device=device.type), device) == torch.bfloat16 else "fp32"
+
+
+def trl_variants(device: torch.device, quick: bool, fast: str = "bf16") -> list[str]:
+    """TRL's configurations in the machine's fast dtype: every batching without gradient
+    checkpointing (the fast choice), plus TRL's default with it (the lean choice), and on a
+    bf16 CPU plain fp32 padding too; TRL's best is whichever is fastest in full."""
+    base = [f"{b}-{fast}" for b in ("padding", "padding_free", "packing")] + [f"packing-{fast}-gc"]
     if quick:
-        return ["padding-fp32", "packing-bf16"]
-    return base if device.type == "cpu" else [f"{b}-{fast}" for b in ("padding", "padding_free", "packing")]
+        return [f"padding-{fast}", f"packing-{fast}"]
+    if device.type != "cpu":
+        return base[:3]
+    return (["padding-fp32"] if fast == "bf16" else []) + base
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: checks the bench works, not speed")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="dtype of both systems (default: what hone picks here: bf16 where the CPU is faster in it, else fp32)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--trl", nargs="*", help="TRL variants to run (default: all for this device)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads per system (default: all)")
@@ -338,15 +355,22 @@ def main() -> int:
     parser.add_argument("--finalists", type=int, default=3, help="TRL configurations (the probe's best) run in full; the fastest full run is compared (default: 3)")
     parser.add_argument("--repeats", type=int, default=2, help="full runs per system, alternating; the fastest of each is compared (default: 2)")
     args = parser.parse_args()
+    # imported here, not at the top: the workers run this file too, and their peak memory must be their own
+    from hone.engine.tiers import describe_machine, machine_line
+
+    print(machine_line(), flush=True)  # first: every number below belongs to this machine
     spec = Spec(**QUICK) if args.quick else Spec()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="hone-bench-") as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(args.threads)
-        variants = args.trl if args.trl is not None else trl_variants(device, args.quick)
+        fast = fast_dtype(device, args.dtype)
+        os.environ["HONE_BENCH_DTYPE"] = fast  # the hone worker trains in it
+        variants = args.trl if args.trl is not None else trl_variants(device, args.quick, fast)
         results = run_all(work, spec, device, variants, args.threads, 1 if args.quick else max(1, args.repeats),
                           1 if args.quick else args.finalists)
+    results["machine"] = describe_machine()
     print_table(results, device)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -79,20 +79,55 @@ def pick_dtype(args: ModelArgs, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_bf16_is_faster() else torch.float32
 
 
+PROBE_SIDES = (256, 2048)
+"""Smallest and largest side of the square products a matmul probe times: the start is small
+enough to end in well under a second where a dtype is emulated (bf16 without AVX-512 runs at
+~1 GFLOP/s, and 256^3 is 34 MFLOP), the cap keeps the biggest product at 17 GFLOP."""
+
+PROBE_BUDGET_S = 0.5
+"""Seconds one probe (one dtype) may spend. It overruns only when a first 256^3 product alone
+takes longer, or when a doubled side runs far slower than 8x the last (a cache cliff)."""
+
+
+def matmul_flops_per_s(dtype: torch.dtype, max_side: int = PROBE_SIDES[1], budget_s: float = PROBE_BUDGET_S,
+                       repeats: int = 15) -> float:
+    """FLOP/s of this CPU's n x n by n x n products in `dtype`, with n sized by the machine: it
+    starts at 256 and doubles (up to `max_side`) while the next product, 8x the work, is predicted
+    to take under a sixth of `budget_s`; then up to `repeats` products at that side while they fit
+    in the budget. Returns the median rate of those repeats (the first product of a side, which
+    pays for kernel selection and packing, is only timed to size the next)."""
+    start = time.perf_counter()
+    side, side_cap = PROBE_SIDES[0], max(PROBE_SIDES[0], min(max_side, PROBE_SIDES[1]))
+    while True:
+        a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+        last = _timed_product(a, b)
+        # double only while the next side (8x the work) leaves room for several timed repeats
+        if side * 2 > side_cap or 8 * last > budget_s / 6 or time.perf_counter() - start + 8 * last > budget_s:
+            break
+        side *= 2
+    seconds = []
+    while len(seconds) < repeats and time.perf_counter() - start + last <= budget_s:
+        last = _timed_product(a, b)
+        seconds.append(last)
+    seconds = sorted(seconds) or [last]
+    return 2 * side**3 / max(seconds[len(seconds) // 2], 1e-9)
+
+
+def _timed_product(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Seconds of one `a @ b` (torch.matmul, so that a test can count the work)."""
+    start = time.perf_counter()
+    torch.matmul(a, b)
+    return time.perf_counter() - start
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_is_faster() -> bool:
-    """Measure once: some CPUs run bf16 matmuls several times faster than fp32, others slower."""
-    n = 512
-    a = torch.randn(n, n)
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = a.to(dtype)
-        x @ x  # warm-up
-        start = time.perf_counter()
-        for _ in range(8):
-            x @ x
-        seconds[dtype] = time.perf_counter() - start
-    return seconds[torch.bfloat16] < 0.8 * seconds[torch.float32]
+    """Measure once: some CPUs run bf16 matmuls several times faster than fp32 (AMX, AVX-512
+    BF16), others emulate them tens of times slower. Products of at most 512^3, at most 5 per
+    dtype after sizing, within PROBE_BUDGET_S each: an emulated bf16 stops after a few 256^3."""
+    fp32 = matmul_flops_per_s(torch.float32, max_side=512, repeats=5)
+    bf16 = matmul_flops_per_s(torch.bfloat16, max_side=512, repeats=5)
+    return bf16 > 1.25 * fp32  # bf16 seconds under 0.8x fp32's, as before
 
 
 def load_tokenizer(args: ModelArgs):

@@ -21,7 +21,9 @@ from config takes a few seconds and one step of it tens of seconds on a 2-core C
 it would make `hone plan` itself slow; such runs take days on a CPU, where ±30% matters less."""
 
 BUDGET_S = 4.0
-"""Seconds the timed steps may take (after the warm-up): keeps the plan under ~10 s."""
+"""Seconds the timed steps may take (after the warm-up): keeps the plan under ~10 s. The warm-up
+and evaluation steps are not timed against it, so hone.plan.estimate.untimed_seconds predicts
+them from FLOPs first and leaves a run to the FLOPs estimate when they would not fit in it."""
 
 
 @dataclass

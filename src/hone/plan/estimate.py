@@ -3,9 +3,10 @@
 Nothing here loads weights. The model's shapes come from its config (see `memory.py`), the
 dataset's token counts from its tokenizer. Time on this CPU is measured for models up to
 MAX_CALIBRATED_PARAMS: a few real steps of the run's model (random weights) are timed on the
-run's own batches (`calibrate.py`); larger models, and GPUs, get FLOPs over a few seconds of
+run's own batches (`calibrate.py`); larger models, and GPUs, get FLOPs over under a second of
 timed matrix multiplications (this machine) or datasheet peak times an assumed utilisation
-(`hardware.py`).
+(`hardware.py`). Every probe is sized by the machine and bounded in time, never by the model:
+`hone plan` answers in seconds for an 8B config on a CPU that emulates bf16.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from hone.config import EMBEDDED, RunConfig
 from hone.plan.hardware import GPUS, HOSTED, MFU, PRICES_AS_OF, Gpu
-from hone.plan.calibrate import MAX_CALIBRATED_PARAMS
+from hone.plan.calibrate import BUDGET_S, MAX_CALIBRATED_PARAMS
 from hone.plan.license import LicenseInfo, read_license
 from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, step_flops, trainable_params
 
@@ -168,12 +169,13 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     steps = total_steps(data.examples, config)
     flops = run_flops(arch, settings, data, config)
     memory = estimate_memory(arch, settings, data.largest_batch)
-    eval_seconds, time_source, rate = 0.0, "estimated", 0.0
-    if calibrate and time_by_steps(splits, device.type, arch, settings.method):
+    eval_seconds, time_source = 0.0, "estimated"
+    # the rate comes first (under a second, sized by the machine): it says whether timing real steps would be quick
+    rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
+    if calibrate and time_by_steps(splits, device.type, arch, settings.method, untimed_seconds(arch, settings, data, config, rate)):
         steps, train_seconds, eval_seconds = measured_run_seconds(config, *splits)
         time_source = "measured"
     else:
-        rate = measured_flops_per_s(arch.hidden, str(compute).removeprefix("torch.")) if calibrate else 0.0
         overhead = measured_layer_overhead(model_config.model_type, settings.method) * arch.layers * micro_steps(data, config) if calibrate else 0.0
         train_seconds = overhead + flops / (rate * CPU_EFFICIENCY) if rate else float("nan")
     seconds = train_seconds + eval_seconds
@@ -194,10 +196,25 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
                 this_machine_train_seconds=train_seconds, this_machine_eval_seconds=eval_seconds, time_source=time_source)
 
 
-def time_by_steps(splits, device_type: str, arch: Arch, method: str) -> bool:
-    """Whether this CPU's time is measured on real steps: small models with data. QLoRA is left
-    to FLOPs (its 4-bit layers need real weights to build)."""
-    return bool(splits and splits[0]) and device_type == "cpu" and arch.total_params <= MAX_CALIBRATED_PARAMS and method != "qlora"
+def time_by_steps(splits, device_type: str, arch: Arch, method: str, untimed_s: float = 0.0) -> bool:
+    """Whether this CPU's time is measured on real steps: small models with data, whose untimed
+    steps (`untimed_seconds`) fit in calibrate.BUDGET_S. QLoRA is left to FLOPs (its 4-bit
+    layers need real weights to build)."""
+    small = arch.total_params <= MAX_CALIBRATED_PARAMS and untimed_s <= BUDGET_S
+    return bool(splits and splits[0]) and device_type == "cpu" and small and method != "qlora"
+
+
+def untimed_seconds(arch: Arch, settings: MemorySettings, data: DataStats, config: RunConfig, rate: float) -> float:
+    """Predicted seconds of what calibrate.time_steps runs outside its budget: a warm-up step on
+    two examples and one evaluation batch (forward only, a third of a step), from FLOPs at the
+    measured rate. Where the compute dtype is emulated (bf16 on a CPU without AVX-512 or AMX,
+    ~1 GFLOP/s) even a 20M model's warm-up would take minutes: the plan then estimates instead."""
+    if not rate:
+        return float("inf")
+    width, batch = data.longest, config.train.batch_size
+    warm_up = step_flops(arch, settings, 2 * width, width, width)
+    evaluation = step_flops(arch, settings, batch * width, batch * width, width) / 3
+    return (warm_up + evaluation) / (rate * CPU_EFFICIENCY)
 
 
 def measured_run_seconds(config: RunConfig, train: list, evals: list) -> tuple[int, float, float]:
@@ -337,24 +354,17 @@ def measured_layer_overhead(model_type: str, method: str) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 1.0) -> float:
-    """Matmul FLOP/s of this machine at a training-like shape (512 tokens x hidden x 4*hidden,
-    hidden capped at 2048 so that the benchmark stays short), median of repeated timings: on a
-    shared machine the median tracks what a training run will get, the best does not."""
+def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 0.5) -> float:
+    """Matmul FLOP/s of this machine in `dtype` (median of repeated square products, see
+    hone.model.load.matmul_flops_per_s): on a shared machine the median tracks what a training
+    run will get, the best does not. The product's side is sized by the machine within `seconds`
+    and capped at 2048; the model's width can only lower that cap (a small model is timed near
+    its own shapes, where rates are lower), never raise the work."""
     import torch
 
-    width = min(max(hidden, 256), 2048)
-    x = torch.randn(512, width, dtype=getattr(torch, dtype))
-    w = torch.randn(width, 4 * width, dtype=x.dtype)
-    x @ w  # warm-up: kernel selection and packing
-    flops_each = 2 * 512 * width * 4 * width
-    rates, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rates) < 3:
-        start = time.perf_counter()
-        for _ in range(4):
-            x @ w
-        rates.append(4 * flops_each / (time.perf_counter() - start))
-    return sorted(rates)[len(rates) // 2]
+    from hone.model.load import matmul_flops_per_s
+
+    return matmul_flops_per_s(getattr(torch, dtype), max_side=max(hidden, 1), budget_s=seconds)
 
 
 def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: list[str], hosted_price: float | None) -> int:
