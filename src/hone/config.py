@@ -1,23 +1,75 @@
 """Run configuration: small dataclasses, one per concern, validated when built.
 
 YAML only overrides their defaults; `section.key=value` on the command line overrides YAML.
-An unknown key or a value of the wrong type is a `HoneError` that names the key.
+An unknown key, a value of the wrong type or a number out of its range is a `HoneError` that
+names the key. A field's range rides in its metadata (`bounded(default, range)`) and every
+section checks its ranges when built (`__post_init__`), from YAML or in code alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from hone.errors import HoneError
 
 EMBEDDED = "embedded"  # the model path that means "hone's own pre-trained base model"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows: `low`/`high` bounds (None: unbounded), each closed unless `*_open`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """`>= 1`, `> 0` or `in [0, 1)`."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_ONE = Range(1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)  # a share that must leave something over: [0, 1)
+UNIT = Range(0, 1)
+PROBABILITY_MASS = Range(0, 1, low_open=True)
+
+
+def bounded(default: Any, allowed: Range):
+    """A dataclass field whose value must lie in `allowed` (None always passes: "not set")."""
+    return field(default=default, metadata={"range": allowed})
+
+
+def check_ranges(args: Any) -> None:
+    """Raise a HoneError naming `section.key` and its range for the first field of `args` out of range."""
+    for spec in dataclasses.fields(args):
+        allowed, value = spec.metadata.get("range"), getattr(args, spec.name)
+        # Types are `build`'s to check; a bool is not a number here.
+        if allowed is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if value not in allowed:
+            key = f"{args.SECTION}.{spec.name}"
+            raise HoneError(f"config key {key}: {value!r} is out of range (allowed: {allowed.describe()})",
+                            f"set {key} to a value {allowed.describe()}")
 
 
 @dataclass
@@ -41,59 +93,72 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
+    SECTION: ClassVar[str] = "data"  # its YAML section, which range errors name
+
     train: str | None = None
     """Training data file (chat JSONL, prompt/completion JSONL, or .txt for pretrain)."""
     eval: str | None = None
     """Held-out file; when absent a seeded `eval_fraction` of `train` is held out."""
-    eval_fraction: float = 0.1
-    max_eval_examples: int = 500
-    max_length: int = 512
+    eval_fraction: float = bounded(0.1, FRACTION)
+    max_eval_examples: int = bounded(500, NON_NEGATIVE)
+    max_length: int = bounded(512, AT_LEAST_ONE)
     """Longest example in tokens; see `overlength`."""
     overlength: Literal["drop", "truncate"] = "drop"
     """What happens to longer examples: dropped whole, or cut at `max_length`."""
-    block_size: int = 256
+    block_size: int = bounded(256, AT_LEAST_ONE)
     """Pre-training only: tokens per training sequence."""
     check: bool = True
     """Run the data checks before training and refuse error-level findings."""
 
+    def __post_init__(self):
+        check_ranges(self)
+
 
 @dataclass
 class AdapterArgs:
+    SECTION: ClassVar[str] = "adapter"  # its YAML section, which range errors name
+
     method: Literal["lora", "qlora", "full"] = "lora"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
+    lora_rank: int = bounded(8, AT_LEAST_ONE)
+    lora_alpha: float = bounded(16.0, POSITIVE)
+    lora_dropout: float = bounded(0.0, FRACTION)
     target_modules: str | list[str] = "all-linear"
     """Module names to adapt; `all-linear` means every linear layer except the output head."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class TrainArgs:
+    SECTION: ClassVar[str] = "train"  # its YAML section, which range errors name
+
     output_dir: str = "runs/hone"
-    epochs: float = 3.0
-    max_steps: int | None = None
+    epochs: float = bounded(3.0, POSITIVE)
+    max_steps: int | None = bounded(None, AT_LEAST_ONE)
     """Stop after this many optimizer steps (overrides `epochs`)."""
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.1
+    batch_size: int = bounded(8, AT_LEAST_ONE)
+    gradient_accumulation_steps: int = bounded(1, AT_LEAST_ONE)
+    learning_rate: float = bounded(2e-4, POSITIVE)
+    weight_decay: float = bounded(0.0, NON_NEGATIVE)
+    warmup_ratio: float = bounded(0.05, FRACTION)
+    min_lr_ratio: float = bounded(0.1, UNIT)
     """Cosine decay ends at `learning_rate * min_lr_ratio`."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = bounded(1.0, NON_NEGATIVE)
+    """Clip the gradient norm to this; 0 turns clipping off."""
     gradient_checkpointing: bool = False
     """Keep only each layer's input during the forward pass and recompute the rest in the
     backward pass: activation memory drops to about one layer's worth, for ~1/3 more compute."""
-    eval_every: int = 50
-    save_every: int = 100
-    keep_checkpoints: int = 2
+    eval_every: int = bounded(50, AT_LEAST_ONE)
+    save_every: int = bounded(100, AT_LEAST_ONE)
+    keep_checkpoints: int = bounded(2, AT_LEAST_ONE)
     seed: int = 42
     progress: bool = True
     packing: bool = True
     """Concatenate each micro-batch's examples into one row with no padding; positions
     restart and attention stays within each example, so the loss is the same as padded
     batches (tested) but no compute is spent on padding. `false`: padded, length-grouped batches."""
-    max_row_tokens: int = 1536
+    max_row_tokens: int = bounded(1536, NON_NEGATIVE)
     """Packing only: a micro-batch's examples go into rows of at most this many tokens (an
     example longer than that gets a row of its own). Activation memory grows with the
     row, so this caps peak memory; the loss is unchanged (it is normalised over the whole
@@ -105,46 +170,56 @@ class TrainArgs:
     compile: bool = False
     """`torch.compile` the decoder layers. On CPU it measured slower than hone's fused
     layers (compiling takes minutes; see docs/engine.md), so it is off by default."""
-    spike_factor: float = 3.0
+    spike_factor: float = bounded(3.0, NON_NEGATIVE)
     """Divergence guard: a step loss above this many times the recent average (or NaN/inf) rolls
     back to the last good state and lowers the learning rate. 0 turns spike detection off."""
-    lr_backoff: float = 0.5
+    lr_backoff: float = bounded(0.5, PROBABILITY_MASS)
     """Learning-rate multiplier applied at each rollback."""
-    max_retries: int = 3
+    max_retries: int = bounded(3, NON_NEGATIVE)
     """Rollbacks allowed before the run stops with an error saying what to change."""
     guard_every: int = 10
     """Steps between in-memory copies of the last good state (the rollback target)."""
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = bounded(0, NON_NEGATIVE)
     """Stop after this many evaluations without an eval-loss improvement, restoring the best
     weights (its checkpoint is kept and marked `checkpoints/best`). 0 turns it off."""
-    early_stopping_min_delta: float = 0.0
+    early_stopping_min_delta: float = bounded(0.0, NON_NEGATIVE)
     """How much lower an eval loss must be to count as an improvement."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class ReplayArgs:
+    SECTION: ClassVar[str] = "replay"  # its YAML section, which range errors name
+
     data: str | None = None
     """General text or chat data mixed into training against catastrophic forgetting
     (.txt: one document per line or `<|endoftext|>`-separated; or chat/text JSONL)."""
-    fraction: float = 0.1
+    fraction: float = bounded(0.1, FRACTION)
     """Share of the trained examples that come from `data`, chosen by seed."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass
 class EvalArgs:
     """How a model is evaluated and compared with its base (`hone eval`, `hone compare`, end of `hone train`)."""
 
+    SECTION: ClassVar[str] = "eval"  # its YAML section, which range errors name
+
     compare: bool = True
     """Compare the tuned model with its base at the end of `hone train` (report.html + report.json)."""
     data: str | None = None
     """Evaluation file; default: `data.eval`, else the held-out split of `data.train`."""
-    limit: int | None = None
+    limit: int | None = bounded(None, AT_LEAST_ONE)
     """Evaluate at most this many examples (the first ones)."""
-    max_new_tokens: int = 64
-    temperature: float = 0.0
+    max_new_tokens: int = bounded(64, AT_LEAST_ONE)
+    temperature: float = bounded(0.0, NON_NEGATIVE)
     """0 means greedy decoding (deterministic); above 0 samples with `top_p`."""
-    top_p: float = 1.0
-    batch_size: int = 16
+    top_p: float = bounded(1.0, PROBABILITY_MASS)
+    batch_size: int = bounded(16, AT_LEAST_ONE)
     """Prompts generated together (left-padded, with a KV cache)."""
     schema: str | None = None
     """JSON-schema file that answers must satisfy (`schema_valid`)."""
@@ -155,17 +230,20 @@ class EvalArgs:
     general: str | None = "default"
     """General text for the forgetting check: a .txt/.txt.gz file (documents separated by
     `<|endoftext|>` lines), `default` for the embedded corpus's held-out slice, or null to skip."""
-    general_max_tokens: int = 32768
+    general_max_tokens: int = bounded(32768, AT_LEAST_ONE)
     """Tokens of `general` scored (the start of the file); bounds the check's time."""
-    forgetting_threshold: float = 0.10
+    forgetting_threshold: float = bounded(0.10, NON_NEGATIVE)
     """Flag forgetting when general-text perplexity rises by more than this fraction."""
     judge: str | None = None
     """Optional judge model (path or hub id) for pairwise LLM-as-judge preference; null to skip."""
     judge_rubric: str | None = None
     """Rubric text (or a file holding it) for the judge; a short default is used when null."""
-    bootstrap_samples: int = 2000
+    bootstrap_samples: int = bounded(2000, AT_LEAST_ONE)
     seed: int = 0
     """Seeds the bootstrap, the permutation test and sampled decoding."""
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 @dataclass

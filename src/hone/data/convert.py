@@ -30,9 +30,18 @@ def as_chat(example: Example) -> tuple[list[dict] | None, list[str]]:
     return None, ["plain-text rows have no prompt and answer: skipped"]
 
 
+def with_tools(record: dict[str, Any], example: Example) -> dict[str, Any]:
+    """`record` plus the example's tool definitions, when it has any (chat and TRL prompt/completion carry them)."""
+    return {**record, "tools": example.tools} if example.tools else record
+
+
+def tools_dropped(example: Example, target: str) -> list[str]:
+    return [f"tool definitions ('tools') do not fit {target}: dropped"] if example.tools else []
+
+
 def to_chat(example: Example) -> Converted:
     messages, warnings = as_chat(example)
-    return ({"messages": messages} if messages else None), warnings
+    return (with_tools({"messages": messages}, example) if messages else None), warnings
 
 
 def to_prompt_completion(example: Example) -> Converted:
@@ -42,7 +51,7 @@ def to_prompt_completion(example: Example) -> Converted:
     if not messages:
         return None, warnings
     cut = max(i for i, m in enumerate(messages) if m["role"] != "assistant") + 1
-    return {"prompt": messages[:cut], "completion": messages[cut:]}, warnings
+    return with_tools({"prompt": messages[:cut], "completion": messages[cut:]}, example), warnings
 
 
 def to_alpaca(example: Example) -> Converted:
@@ -51,6 +60,7 @@ def to_alpaca(example: Example) -> Converted:
     messages, warnings = as_chat(example)
     if not messages:
         return None, warnings
+    warnings = warnings + tools_dropped(example, "alpaca")
     system = messages[0]["content"] if messages[0]["role"] == "system" else None
     turns = messages[1:] if system is not None else messages
     roles = [m["role"] for m in turns]
@@ -71,6 +81,7 @@ def to_sharegpt(example: Example) -> Converted:
     messages, warnings = as_chat(example)
     if not messages:
         return None, warnings
+    warnings = warnings + tools_dropped(example, "sharegpt")
     turns = []
     for message in messages:
         turn = {"from": TO_SHAREGPT[message["role"]], "value": message.get("content") or ""}
@@ -108,7 +119,7 @@ def to_record(example: Example, target: str) -> Converted:
 def canonical_record(example: Example) -> dict[str, Any]:
     """The normalised training record `--fix` writes: chat, prompt/completion, preference or text."""
     if example.kind == "chat":
-        return {"messages": example.messages}
+        return with_tools({"messages": example.messages}, example)
     if example.kind == "completion":
         return {"prompt": example.prompt, "completion": example.completion}
     if example.kind == "preference":

@@ -19,7 +19,8 @@ ROLES = ("system", "user", "assistant", "tool")
 class Example:
     """One example, format-independent.
 
-    kind `chat`: `messages` (roles system/user/assistant/tool, optional per-turn `weight`).
+    kind `chat`: `messages` (roles system/user/assistant/tool, optional per-turn `weight`) and
+    `tools`, the OpenAI-style function definitions the chat template renders (may be empty).
     kind `completion`: raw-text `prompt` and `completion` (rendered without a chat template).
     kind `preference`: `messages` is the prompt, `chosen`/`rejected` the assistant turns.
     kind `text`: `text` for continued pre-training.
@@ -36,6 +37,7 @@ class Example:
     chosen: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     format: str = ""
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FormatError(ValueError):

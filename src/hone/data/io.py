@@ -8,7 +8,9 @@ too, each optionally gzipped. A JSON array or a table has no lines, so its "line
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,52 @@ class BadLine(Exception):
 
 
 def open_text(path: Path):
+    """Text with a leading byte-order mark dropped (`utf-8-sig`: spreadsheet exports write one)."""
     if not path.is_file():
         raise HoneError(f"data file not found: {path}", "check the path")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
     # Undecodable bytes become U+FFFD so one bad line is reported instead of ending the read.
-    return path.open("r", encoding="utf-8", errors="replace")
+    return path.open("r", encoding="utf-8-sig", errors="replace")
+
+
+def open_binary(path: Path):
+    if not path.is_file():
+        raise HoneError(f"data file not found: {path}", "check the path")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+# A `\uD800`-`\uDFFF` escape: JSON may spell a lone UTF-16 surrogate, which no UTF-8 text can hold.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def lone_surrogate(value: Any) -> bool:
+    """True when a string anywhere inside `value` holds a lone surrogate (from a JSON escape):
+    the tokenizer and every output file would fail on it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return False
+
+
+def record_problem(record: Any, escapes: bool) -> str | None:
+    """Why a parsed JSON value cannot be a record, or None when it can. `escapes`: its text
+    holds a surrogate escape (SURROGATE_ESCAPE), so only those records are walked."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    if escapes and lone_surrogate(record):
+        return "invalid Unicode: a \\uD800-\\uDFFF escape that is not half of a surrogate pair"
+    return None
 
 
 def base_suffix(path: Path) -> str:
@@ -49,12 +91,17 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | BadLi
 
 
 def _iter_jsonl(path: Path):
-    with open_text(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
+    """Lines split on `\n` only: a lone `\r` is JSON whitespace, not a line break."""
+    with open_binary(path) as handle:
+        for number, data in enumerate(handle, start=1):
+            if number == 1:
+                data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, BadLine(number, f"invalid UTF-8 bytes at column {exc.start + 1}", data.decode("utf-8", errors="replace"))
                 continue
-            if "\ufffd" in raw:
-                yield number, BadLine(number, "invalid UTF-8 bytes", raw)
+            if not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
@@ -64,35 +111,57 @@ def _iter_jsonl(path: Path):
             except RecursionError:
                 yield number, BadLine(number, "invalid JSON (nested too deeply)", raw)
                 continue
-            if not isinstance(record, dict):
-                yield number, BadLine(number, f"expected a JSON object, got {type(record).__name__}", raw)
-                continue
-            yield number, record
+            problem = record_problem(record, bool(SURROGATE_ESCAPE.search(raw)))
+            yield number, (BadLine(number, problem, raw) if problem else record)
 
 
 def _iter_json(path: Path):
     with open_text(path) as handle:
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise HoneError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})", "a .json file must hold one JSON array of objects") from None
+        text = handle.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HoneError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})", "a .json file must hold one JSON array of objects") from None
+    except RecursionError:
+        raise HoneError(f"{path}: invalid JSON (nested too deeply)", "a .json file must hold one JSON array of objects") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
         raise HoneError(f"{path}: expected a JSON array of objects", "use JSONL, one object per line")
+    escapes = bool(SURROGATE_ESCAPE.search(text))
     for index, record in enumerate(data, start=1):
-        if isinstance(record, dict):
-            yield index, record
-        else:
-            yield index, BadLine(index, f"expected a JSON object, got {type(record).__name__}", json.dumps(record))
+        problem = record_problem(record, escapes)
+        yield index, (BadLine(index, problem, _dump(record)) if problem else record)
+
+
+def _dump(value: Any) -> str:
+    """A bad record as text for the rejected file (escaped, so even a lone surrogate can be written)."""
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):
+        return repr(value)
+
+
+CSV_FIELD_LIMIT = 1 << 30  # a long document is a legal cell; the csv module's default stops at 128 KiB
 
 
 def _iter_csv(path: Path):
     import csv
 
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     with open_text(path) as handle:
-        for index, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
-            yield index, {key: _maybe_json(value) for key, value in row.items() if key is not None}
+        rows = csv.DictReader(handle)
+        for index in itertools.count(2):  # line 1 is the header
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield index, BadLine(index, f"unreadable CSV row ({exc})", "")
+                continue
+            record = {key: _maybe_json(value) for key, value in row.items() if key is not None}
+            problem = record_problem(record, any(SURROGATE_ESCAPE.search(v) for v in row.values() if isinstance(v, str)))
+            yield index, (BadLine(index, problem, _dump(row)) if problem else record)
 
 
 def _maybe_json(value: str | None):
@@ -100,18 +169,25 @@ def _maybe_json(value: str | None):
     if value and value[:1] in "[{":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return value
     return value
 
 
 def _iter_parquet(path: Path):
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise HoneError(f"{path}: reading parquet needs pyarrow", "pip install pyarrow") from None
-    table = pq.read_table(path)
-    for index, record in enumerate(table.to_pylist(), start=1):
+    if not path.is_file():
+        raise HoneError(f"data file not found: {path}", "check the path")
+    try:
+        records = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged or foreign file, or invalid UTF-8 strings
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HoneError(f"{path}: not a readable parquet file ({reason})", "re-export it, or convert it to JSONL") from None
+    for index, record in enumerate(records, start=1):
         yield index, record
 
 

@@ -131,6 +131,8 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, active: np.ndarray |
     """(pairs, 2) document index pairs that share a band bucket (each member linked to its bucket's first)."""
     documents = sig.shape[0]
     index = np.arange(documents) if active is None else np.flatnonzero(active)
+    if len(index) < 2:  # no pair to find (and the bucket arithmetic below needs one key or more)
+        return np.zeros((0, 2), dtype=np.int64)
     rng = np.random.default_rng(7)
     weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     found = []
@@ -140,7 +142,8 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, active: np.ndarray |
             keys = _mix((part * weights[None, :]).sum(axis=1, dtype=np.uint64) + np.uint64(band))
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        new_bucket = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
+        new_bucket = np.ones(len(sorted_keys), dtype=bool)  # (active,) True where a bucket starts
+        new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
         first = order[np.maximum.accumulate(np.where(new_bucket, np.arange(len(order)), 0))]
         linked = ~new_bucket
         found.append(np.stack([index[first[linked]], index[order[linked]]], axis=1))

@@ -36,8 +36,9 @@ def clean_message(message: Any, label: str) -> dict[str, Any]:
         raise FormatError(f"{label}.content must be a string, got {type(content).__name__}")
     if calls is not None:
         _check_tool_calls(calls, label, role)
-    if "name" in message and not isinstance(message["name"], str):
-        raise FormatError(f"{label}.name must be a string")
+    for key in ("name", "tool_call_id"):
+        if key in message and not isinstance(message[key], str):
+            raise FormatError(f"{label}.{key} must be a string, got {type(message[key]).__name__}")
     if message.get("weight", 1) not in (0, 1):
         raise FormatError(f"{label}.weight is {message['weight']!r}; expected 0 or 1")
     if not calls and not (content or "").strip():
@@ -86,9 +87,23 @@ def check_role_order(messages: list[dict[str, Any]]) -> None:
         raise FormatError("no assistant turn to learn from (every assistant weight is 0)", "role_order")
 
 
-def chat_example(messages: list[dict[str, Any]], format_name: str) -> Example:
+def chat_example(messages: list[dict[str, Any]], format_name: str, tools: list[dict[str, Any]] | None = None) -> Example:
     check_role_order(messages)
-    return Example("chat", messages=messages, format=format_name)
+    return Example("chat", messages=messages, format=format_name, tools=tools or [])
+
+
+def clean_tools(tools: Any) -> list[dict[str, Any]]:
+    """A row's `tools`: OpenAI function definitions `{"type": "function", "function": {"name", ...}}`
+    (a bare `{"name", "parameters"}` is accepted too). Absent or null: no tools."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise FormatError(f"'tools' must be a list of function definitions, got {type(tools).__name__}")
+    for index, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise FormatError(f"tools[{index}] needs a 'function' object with a string 'name'")
+    return tools
 
 
 # ---- fields ---------------------------------------------------------------------------------
@@ -118,7 +133,7 @@ def not_blank(value: str, what: str) -> str:
 # ---- one normaliser per format --------------------------------------------------------------
 
 def normalize_chat(record: dict) -> Example:
-    return chat_example(clean_messages(record["messages"], "messages"), "chat")
+    return chat_example(clean_messages(record["messages"], "messages"), "chat", clean_tools(record.get("tools")))
 
 
 def normalize_prompt_completion(record: dict) -> Example:
@@ -127,7 +142,7 @@ def normalize_prompt_completion(record: dict) -> Example:
         if isinstance(completion, str):
             completion = [{"role": "assistant", "content": completion}]
         turns = clean_messages(prompt, "prompt") + clean_messages(completion, "completion")
-        return chat_example(turns, "conversational_prompt_completion")
+        return chat_example(turns, "conversational_prompt_completion", clean_tools(record.get("tools")))
     if not isinstance(prompt, str) or not isinstance(completion, str):
         raise FormatError("'prompt' and 'completion' must both be strings (or both message lists)")
     not_blank(prompt, "'prompt'")
@@ -174,7 +189,7 @@ def normalize_sharegpt(record: dict) -> Example:
         if not isinstance(turn, dict):
             raise FormatError(f"{label} is not an object")
         speaker = turn.get("from")
-        if speaker not in SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
             raise FormatError(f"{label}.from is {speaker!r}; expected one of {', '.join(SHAREGPT_ROLES)}")
         value = turn.get("value")
         if not isinstance(value, str):

@@ -25,6 +25,9 @@ MANY_EXAMPLES = 10_000
 
 def low_count_findings(data: FileData) -> list[Finding]:
     count = len(data.examples)
+    if not count:  # training would stop on it: say so here, before anyone waits for a model to load
+        what = f"none of its {len(data.rows)} rows is usable" if data.rows else "the file holds no rows"
+        return [Finding("low_count", "error", data.path, [], f"no usable examples: {what}")]
     for limit, severity, advice in COUNT_GUIDANCE:
         if count < limit:
             return [Finding("low_count", severity, data.path, [], f"{count} usable examples; {advice}")]

@@ -9,6 +9,7 @@ from hone.data.check import content, similarity
 from hone.data.check.read import FileData, format_counts, read_file
 from hone.data.check.report import CheckReport, Finding
 from hone.data.check.tokens import length_stats, token_checks
+from hone.data.check.views import SFT_KINDS
 from hone.config import DataArgs
 from hone.errors import HoneError
 
@@ -51,6 +52,9 @@ def check_files(train_path: str | Path, eval_path: str | Path | None = None, tok
         findings += found
     if tokenizer is None:
         notes.append("token checks (too_long, no_trained_tokens, missing_eos) skipped: no tokenizer")
+    else:
+        notes += [f"{data.path}: token checks cover chat and prompt/completion rows; this file has none"
+                  for data in files if data.examples and not any(e.kind in SFT_KINDS for e in data.examples)]
     stats["train"]["near_duplicate_clusters"] = clusters
     return CheckReport(files={d.path: _file_info(d) for d in files}, stats=stats, findings=_ordered(findings),
                        data=files, notes=notes)

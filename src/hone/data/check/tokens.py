@@ -43,18 +43,20 @@ def token_checks(tokenizer, data: FileData, max_length: int, policy: str) -> tup
     for example in data.examples:
         if example.kind not in SFT_KINDS:
             continue
-        report.examples += 1
         try:
             item = render_example(tokenizer, example)
         except RenderError as exc:
             findings.append(Finding("render", "error", data.path, [example.line], str(exc), rejects=True))
             continue
+        report.examples += 1  # rendered ones only: the token line counts what training would see
         lengths.append(len(item.input_ids))
         if not trained_runs_end_with(item, ends):
             no_eos.append(example.line)
         _apply_policy(item, max_length, policy, report, example.line, over, empty)
     findings += _length_findings(data.path, report, over, empty, no_eos)
-    stats = {"lengths": length_stats(lengths, "tokens"), "tokens": {**vars(report), "line": report.line(data.role)}}
+    # Files without chat or prompt/completion rows (text, preference) have no SFT token line.
+    tokens = {**vars(report), "line": report.line(data.role)} if report.examples else None
+    stats = {"lengths": length_stats(lengths, "tokens"), "tokens": tokens}
     return findings, stats
 
 

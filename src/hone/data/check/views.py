@@ -73,6 +73,8 @@ def exact_key(example: Example) -> str:
     parts = [example.kind]
     for group, turns in (("", example.messages), ("chosen", example.chosen), ("rejected", example.rejected)):
         parts += [f"{group}{m['role']}:{m.get('weight', 1)}:{normalized(turn_text(m))}" for m in turns]
+    if example.tools:  # the same turns with other tools on offer teach a different choice
+        parts.append("tools:" + json.dumps(example.tools, sort_keys=True, ensure_ascii=False))
     return "\x00".join(parts)
 
 
