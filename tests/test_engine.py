@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import hone.train.loop as loop
+import hone.train.objectives as objectives_module
 from hone.config import AdapterArgs, ModelArgs, ReplayArgs, TrainArgs
 from hone.data.collate import epoch_batches, epoch_order, pack_batch, pad_batch, row_length, split_rows
 from hone.data.render import IGNORE, Tokenized
@@ -165,7 +166,7 @@ def test_split_packed_rows_give_the_same_step(tiny_llama):
     for model, cap in ((model_a, 0), (model_b, 50)):
         setup = loop.Setup(model, 3, torch.device("cpu"), torch.float32, None)
         with attention_for_packing(model, torch.device("cpu")):
-            loss, _ = loop.backward_pass(setup, [items[:8], items[8:]], "pack", cap)
+            loss, _, _ = loop.backward_pass(setup, [items[:8], items[8:]], "pack", cap)
         model.loss = loss
     assert model_a.loss == pytest.approx(model_b.loss, rel=1e-6)
     for (name, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
@@ -242,7 +243,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_usable(tiny_llama, tmp_pat
 
 def nan_once_at(call_number):
     calls = {"n": 0}
-    real = loop.token_loss
+    real = objectives_module.token_loss
 
     def loss(model, batch):
         calls["n"] += 1
@@ -253,7 +254,7 @@ def nan_once_at(call_number):
 
 
 def test_divergence_guard_rolls_back_and_lowers_the_learning_rate(tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "token_loss", nan_once_at(4))
+    monkeypatch.setattr(objectives_module, "token_loss", nan_once_at(4))
     setup = loop.Setup(lora_model(tiny_llama), 3, torch.device("cpu"), torch.float32, tmp_path)
     args = TrainArgs(max_steps=6, batch_size=4, progress=False, guard_every=2, save_every=100, warmup_ratio=0)
     state = loop.fit(setup, random_items(16), [], args)
@@ -266,8 +267,8 @@ def test_divergence_guard_rolls_back_and_lowers_the_learning_rate(tiny_llama, tm
 
 
 def test_divergence_guard_gives_up_with_advice(tiny_llama, tmp_path, monkeypatch):
-    real = loop.token_loss
-    monkeypatch.setattr(loop, "token_loss", lambda m, b: (real(m, b)[0] * float("inf"), real(m, b)[1]))
+    real = objectives_module.token_loss
+    monkeypatch.setattr(objectives_module, "token_loss", lambda m, b: (real(m, b)[0] * float("inf"), real(m, b)[1]))
     setup = loop.Setup(lora_model(tiny_llama), 3, torch.device("cpu"), torch.float32, tmp_path)
     with pytest.raises(HoneError, match="diverged at step 1") as err:
         loop.fit(setup, random_items(8), [], TrainArgs(max_steps=3, batch_size=4, progress=False, max_retries=2))
@@ -314,7 +315,7 @@ def test_out_of_memory_names_the_knobs(tiny_llama, tmp_path, monkeypatch):
     def no_memory(model, batch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: not enough memory: you tried to allocate 9 bytes.")
 
-    monkeypatch.setattr(loop, "token_loss", no_memory)
+    monkeypatch.setattr(objectives_module, "token_loss", no_memory)
     setup = loop.Setup(lora_model(tiny_llama), 3, torch.device("cpu"), torch.float32, tmp_path)
     with pytest.raises(HoneError, match="ran out of system memory at step 1") as err:
         loop.fit(setup, random_items(8), [], TrainArgs(max_steps=2, batch_size=4, progress=False))

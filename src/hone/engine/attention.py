@@ -225,7 +225,13 @@ def _matmul_backward(grad, q, k, v, out, lse, scale):
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query (B=1, H, T, D), key/value (1, H_kv, T, D) -> output (1, T, H, D), no weights."""
+    """query (B=1, H, T, D), key/value (1, H_kv, T, D) -> output (1, T, H, D), no weights.
+    A batch that is not packed (no `cu_seq_lens_q`: an objective's padded batch) gets plain
+    causal attention per row: right padding is never seen by the real tokens before it."""
+    if "cu_seq_lens_q" not in kwargs:
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                             enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2).contiguous(), None
     bounds = kwargs["cu_seq_lens_q"].tolist()
     if query.device.type != "cpu":  # the loop of SDPA calls, for any device without flash-attn
         return _sdpa_per_example(query, key, value, bounds, scaling), None

@@ -14,19 +14,19 @@ import contextlib
 import math
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from hone.config import TrainArgs
-from hone.data.collate import PACK_MULTIPLE, epoch_batches, epoch_order, pack_batch, pad_batch, split_rows
-from hone.data.render import IGNORE, Tokenized
+from hone.data.collate import epoch_batches, epoch_order, split_rows
+from hone.data.render import Tokenized
 from hone.data.replay import Replay
 from hone.train.checkpoint import TrainState, best_checkpoint, latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from hone.engine import engine
 from hone.train.guard import DivergenceGuard, apply_lr_scale, is_memory_error, memory_error, watch_eval
-from hone.train.loss import token_loss
+from hone.train.objectives import CAUSAL_LM, Objective
 from hone.train.metrics import MetricsLog, ProgressBar
 from hone.train.schedule import warmup_cosine
 
@@ -44,6 +44,8 @@ class Setup:
     device: torch.device
     compute_dtype: torch.dtype
     run_dir: Path
+    objective: Objective = field(default=CAUSAL_LM)
+    """How examples become a batch and a batch a loss (`hone.train.objectives`)."""
 
 
 class Batches:
@@ -149,7 +151,7 @@ def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs,
     """One optimizer step (or a rollback); advances `state` and returns the step's metrics record."""
     started = time.perf_counter()
     try:
-        loss, tokens, grad_norm = accumulate(setup, micro_batches, args)
+        loss, tokens, grad_norm, metrics = accumulate(setup, micro_batches, args)
     except RuntimeError as exc:  # tag memory errors with where they happened (see `prepared`)
         exc.hone_step, exc.hone_tokens = state.step + 1, max(sum(len(i.input_ids) for i in b) for b in micro_batches)
         raise
@@ -171,45 +173,45 @@ def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs,
     state.train_seconds += seconds
     state.window_loss, state.window_steps = state.window_loss + loss, state.window_steps + 1
     return {"step": state.step, "loss": loss, "lr": lr, "trained_tokens": state.trained_tokens,
-            "tokens_per_s": tokens / max(seconds, 1e-9)}
+            "tokens_per_s": tokens / max(seconds, 1e-9), **metrics}
 
 
-def accumulate(setup: Setup, micro_batches: list[list[Tokenized]], args: TrainArgs) -> tuple[float, int, float]:
-    """Forward and backward over the micro-batches; (mean loss, scored tokens, clipped-before grad norm)."""
-    loss, tokens = backward_pass(setup, micro_batches, "pack" if args.packing else "pad", args.max_row_tokens)
+def accumulate(setup: Setup, micro_batches: list[list[Tokenized]], args: TrainArgs) -> tuple[float, int, float, dict]:
+    """Forward and backward over the micro-batches; (mean loss, count, clipped-before grad norm, mean metrics)."""
+    loss, tokens, metrics = backward_pass(setup, micro_batches, "pack" if args.packing else "pad", args.max_row_tokens)
     params = [p for p in setup.model.parameters() if p.requires_grad]
     clip = args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-    return loss, tokens, grad_norm
+    return loss, tokens, grad_norm, metrics
 
 
-def scored_tokens(item: Tokenized) -> int:
-    """Positions the loss scores: labelled ones after the first (nothing predicts token 0)."""
-    return sum(1 for label in item.labels[1:] if label != IGNORE)
-
-
-def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: str, max_row_tokens: int = 0) -> tuple[float, int]:
-    """Accumulate gradients; the loss is the mean over scored tokens of the whole step, so
-    accumulation, batch size, layout and splitting packed rows do not change what is optimised."""
-    model = setup.model
+def backward_pass(setup: Setup, micro_batches: list[list[Tokenized]], layout: str,
+                  max_row_tokens: int = 0) -> tuple[float, int, dict[str, float]]:
+    """Accumulate gradients; the loss is the objective's mean over the whole step's count, so
+    accumulation, batch size, layout and splitting packed rows do not change what is optimised.
+    Returns (mean loss, count, mean metrics)."""
+    model, objective = setup.model, setup.objective
     model.train()
-    n_tokens = sum(scored_tokens(item) for batch in micro_batches for item in batch)
-    loss_sum = 0.0
+    count = sum(objective.count(item) for batch in micro_batches for item in batch)
+    n = max(count, 1)
+    loss_sum, metric_sums = 0.0, {}
     rows = [row for items in micro_batches for row in split_rows(items, max_row_tokens)] if layout == "pack" else micro_batches
     for items in rows:
-        batch = to_device(make_batch(items, setup.pad_id, layout), setup.device)
+        batch = to_device(objective.batch(items, setup.pad_id, layout), setup.device)
         with autocast(setup):
-            total, _ = token_loss(model, batch)
-        (total / max(n_tokens, 1)).backward()
-        loss_sum += total.item()
-    return loss_sum / max(n_tokens, 1), n_tokens
+            out = objective.loss(model, batch)
+        (out.total / n).backward()
+        loss_sum += out.total.item()
+        for key, value in out.metrics.items():
+            metric_sums[key] = metric_sums.get(key, 0.0) + float(value)
+    return loss_sum / n, count, {key: value / n for key, value in metric_sums.items()}
 
 
 def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, max_grad_norm: float, layout: str = "pad",
                max_row_tokens: int = 0) -> tuple[float, int]:
     """One plain optimizer step (no guard, no schedule): accumulate, clip, step. Packed
     layout needs the model inside `hone.engine.engine`."""
-    loss, tokens = backward_pass(setup, micro_batches, layout, max_row_tokens)
+    loss, tokens, _ = backward_pass(setup, micro_batches, layout, max_row_tokens)
     if max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_([p for p in setup.model.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()
@@ -217,14 +219,10 @@ def train_step(setup: Setup, micro_batches: list[list[Tokenized]], optimizer, ma
     return loss, tokens
 
 
-def make_batch(items: list[Tokenized], pad_id: int, layout: str) -> dict[str, torch.Tensor]:
-    return pack_batch(items, pad_id, PACK_MULTIPLE) if layout == "pack" else pad_batch(items, pad_id)
-
-
 @torch.no_grad()
 def evaluate(setup: Setup, items: list[Tokenized], batch_size: int, packed: bool = False) -> float:
-    """Mean next-token loss over the scored tokens of `items`. `packed` needs the model
-    inside `hone.engine.engine` (as it is during `fit`)."""
+    """The objective's mean loss over `items` (next-token loss over the scored tokens for
+    causal LM). `packed` needs the model inside `hone.engine.engine` (as it is during `fit`)."""
     model = setup.model
     was_training = model.training
     model.eval()
@@ -232,10 +230,10 @@ def evaluate(setup: Setup, items: list[Tokenized], batch_size: int, packed: bool
     loss_sum, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         chosen = [items[i] for i in order[start : start + batch_size]]
-        batch = to_device(make_batch(chosen, setup.pad_id, "pack" if packed else "pad"), setup.device)
+        batch = to_device(setup.objective.batch(chosen, setup.pad_id, "pack" if packed else "pad"), setup.device)
         with autocast(setup):
-            total, n = token_loss(model, batch)
-        loss_sum, count = loss_sum + total.item(), count + n
+            out = setup.objective.loss(model, batch)
+        loss_sum, count = loss_sum + out.total.item(), count + out.count
     model.train(was_training)
     return loss_sum / max(count, 1)
 

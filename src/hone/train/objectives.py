@@ -1,0 +1,89 @@
+"""Objectives: how examples become a batch, and how a batch becomes a loss.
+
+The training loop (`hone.train.loop`) talks only to this seam, so checkpointing, resume, the
+divergence guard, early stopping and eval scheduling work the same whatever is optimised.
+An objective is any object with:
+
+    name                                  the `train.objective` key that selects it
+    count(item) -> int                    what `item` adds to the step's normaliser (e.g. scored tokens)
+    batch(items, pad_id, layout) -> dict  a batch of tensors; layout is "pack" (one padding-free
+                                          row, see hone.data.collate.pack_batch) or "pad"
+    loss(model, batch) -> Loss            summed loss, its count, summed metrics
+
+The loop divides the summed loss (and each summed metric) by the step's total count, so
+gradient accumulation, batch size and row splitting never change what is optimised. Items
+only need an `input_ids` list: its length is what batching and packing measure.
+
+Causal-LM cross-entropy over labelled tokens is the first objective: SFT and pre-training
+both run on it. A new objective is a new module with one `register(...)` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from hone.data.collate import PACK_MULTIPLE, pack_batch, pad_batch
+from hone.data.render import IGNORE
+from hone.registry import Registry
+from hone.train.loss import token_loss
+
+
+@dataclass
+class Loss:
+    total: torch.Tensor
+    """Summed loss over the batch (a scalar the loop backpropagates, divided by the step's count)."""
+    count: int
+    """Units summed in `total` (scored tokens, pairs, ...)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """Summed per-unit metrics; the loop logs each divided by the step's count."""
+
+
+class Objective(Protocol):
+    name: str
+
+    def count(self, item: Any) -> int: ...
+
+    def batch(self, items: list[Any], pad_id: int, layout: str) -> dict[str, torch.Tensor]: ...
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> Loss: ...
+
+
+class CausalLM:
+    """Next-token cross-entropy over labelled positions (SFT's assistant turns, every token in
+    pre-training), with hone's fused head: logits never held for the whole batch."""
+
+    name = "causal_lm"
+
+    def count(self, item) -> int:
+        return sum(1 for label in item.labels[1:] if label != IGNORE)  # nothing predicts token 0
+
+    def batch(self, items, pad_id: int, layout: str) -> dict[str, torch.Tensor]:
+        return pack_batch(items, pad_id, PACK_MULTIPLE) if layout == "pack" else pad_batch(items, pad_id)
+
+    def loss(self, model, batch) -> Loss:
+        total, count = token_loss(model, batch)
+        return Loss(total, count)
+
+
+OBJECTIVES: Registry[Objective] = Registry("train.objective", "objective")
+"""Every objective `train.objective` accepts, by name."""
+
+
+def register(objective: Objective) -> Objective:
+    """Make `objective` selectable as `train.objective: <its name>` (a name may be registered once)."""
+    return OBJECTIVES.add(objective.name, objective)
+
+
+def unregister(name: str) -> None:
+    OBJECTIVES.remove(name)
+
+
+def get(name: str) -> Objective:
+    """The objective named `name`; a HoneError naming `train.objective` when there is none."""
+    return OBJECTIVES.find(name)
+
+
+CAUSAL_LM = register(CausalLM())
