@@ -71,8 +71,10 @@ def timed_column(seconds: float, error: float) -> str:
 
 
 def timed_prediction(folder: Path, method: str, checkpointing: bool, batch: int, seq: int) -> float:
-    """Seconds per step as `hone plan` measures them for small models (nan for QLoRA, left to FLOPs)."""
-    if method == "qlora":
+    """Seconds per step as `hone plan` measures them for small models (nan for 4-bit QLoRA, left to FLOPs)."""
+    from hone.model.methods import get
+
+    if get(method).quantize_4bit:
         return float("nan")
     from hone.config import RunConfig
     from hone.plan.calibrate import time_steps

@@ -28,7 +28,6 @@ def test_yaml_style_exponent_is_a_float():
     ("trian.batch_size=1", "trian"),
     ("train.batch_size=abc", "train.batch_size"),
     ("train.batch_size=1.5", "train.batch_size"),
-    ("adapter.method=prefix", "adapter.method"),
     ("model.trust_remote_code=maybe", "model.trust_remote_code"),
 ])
 def test_bad_key_or_type_names_the_key(override, key):
@@ -52,3 +51,13 @@ SHIPPED = sorted((ROOT / "examples").glob("**/*.yaml")) + sorted((ROOT / "src" /
 def test_every_shipped_example_config_loads(path):
     config = load_config(path)
     assert isinstance(config, RunConfig)
+
+
+@pytest.mark.parametrize("override, key", [("adapter.method=prefix", "adapter.method"),
+                                           ("train.objective=dpo-ish", "train.objective")])
+def test_an_unknown_method_or_objective_names_its_key_before_any_work(override, key):
+    from hone.train.commands import resolve_config
+
+    with pytest.raises(HoneError) as info:
+        resolve_config(override, [], resume=None)
+    assert key in str(info.value)

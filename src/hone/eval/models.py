@@ -1,9 +1,10 @@
-"""Load what is being evaluated: a base model (folder, hub id or `embedded`), a hone run
-folder holding a LoRA/QLoRA adapter, or a run/merged folder holding full weights.
+"""Load what is being evaluated: a base model (folder, hub id, `embedded`, or a merged
+folder), or a hone run folder (a LoRA/QLoRA adapter, or full weights).
 
-A run folder describes itself: its `config.yaml` names the base model and how it was
-loaded for training, so evaluation loads it the same way (same dtype, same 4-bit
-quantization for QLoRA, same chat template).
+A run folder describes itself: its `config.yaml` names the base model, how it was loaded
+for training and the method, whose entry (hone.model.methods) loads the trained model the
+same way (same dtype, same 4-bit quantization for QLoRA); the run's saved tokenizer keeps
+its chat template.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 
 from hone.config import EMBEDDED, ModelArgs, RunConfig, load_config, read_yaml
 from hone.errors import HoneError
+from hone.model import load
 from hone.model.load import load_model, pick_device, pick_dtype, resolve_model_path
+from hone.model.methods import get as get_method
 
 RUN_CONFIG = "config.yaml"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -31,7 +34,7 @@ class EvalModel:
     name: str
     """What the user passed (path, hub id or `embedded`)."""
     kind: str
-    """`base`, `adapter` (run folder with a PEFT adapter) or `full` (run or merged folder with weights)."""
+    """`base`, or what a run folder holds (its method's `run_kind`): `adapter` (a PEFT adapter) or `full` (whole weights)."""
     device: torch.device
     compute_dtype: torch.dtype
     run_config: RunConfig | None = None
@@ -54,16 +57,15 @@ def describe(name: str) -> tuple[str, RunConfig | None]:
     """(kind, run config) of what `name` points at, without loading weights."""
     folder = Path(name).expanduser()
     config = read_run_config(folder) if folder.is_dir() else None
-    if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
-        if config is None:
+    if config is None:
+        if folder.is_dir() and (folder / ADAPTER_CONFIG).is_file():
             raise HoneError(f"{folder} holds an adapter but no {RUN_CONFIG} naming its base model",
                             "evaluate the hone run folder the adapter was trained in, or merge it first")
-        return "adapter", config
-    if config is not None and (folder / "config.json").is_file():
-        return "full", config
-    if config is not None:
+        return "base", None
+    method = get_method(config.adapter.method)
+    if not (folder / method.saved_file).is_file():
         raise HoneError(f"run folder {folder} has no adapter or model weights yet", "let `hone train` finish, or pass a checkpoint-free model folder")
-    return "base", None
+    return method.run_kind, config
 
 
 def model_args_for(name: str, like: ModelArgs | None = None, dtype: str | None = None) -> ModelArgs:
@@ -79,11 +81,8 @@ def load_for_eval(name: str, like: ModelArgs | None = None, dtype: str | None = 
     render prompts with the same chat template); `dtype` overrides the compute dtype.
     """
     kind, config = describe(name if name != EMBEDDED else resolve_model_path(name))
-    if kind == "adapter":
-        model, tokenizer, args = _load_adapter_run(Path(name), config, dtype)
-    elif kind == "full":
-        args = model_args_for(name, config.model, dtype)
-        tokenizer, model = load_tokenizer(args), load_model(args)
+    if config is not None:
+        model, tokenizer, args = _load_run(Path(name), config, dtype)
     else:
         args = model_args_for(name, like, dtype)
         tokenizer, model = load_tokenizer(args), load_model(args)
@@ -95,8 +94,6 @@ def load_for_eval(name: str, like: ModelArgs | None = None, dtype: str | None = 
 
 def load_tokenizer(args: ModelArgs, folder: Path | None = None):
     """The tokenizer of `args` (hone's loader), or the one saved in a run `folder`."""
-    from hone.model import load
-
     if folder is None:
         return load.load_tokenizer(args)
     from transformers import AutoTokenizer
@@ -107,21 +104,10 @@ def load_tokenizer(args: ModelArgs, folder: Path | None = None):
     return tokenizer
 
 
-def _load_adapter_run(folder: Path, config: RunConfig, dtype: str | None):
-    """Base model as it was trained (4-bit for QLoRA) with the run's adapter on top."""
-    from peft import PeftModel
-
-    base_args = model_args_for(config.model.path, config.model, dtype)
-    base_args = dataclasses.replace(base_args, tokenizer=config.model.tokenizer)
-    base = load_model(base_args, quantize_4bit=config.adapter.method == "qlora")
+def _load_run(folder: Path, config: RunConfig, dtype: str | None):
+    """(trained model, tokenizer, base-model args) of a run folder, loaded by its method's entry."""
+    base_args = dataclasses.replace(model_args_for(config.model.path, config.model, dtype), tokenizer=config.model.tokenizer)
+    model = get_method(config.adapter.method).load_trained(folder, base_args)
     # The run saved the tokenizer it trained with (chat template included): prefer it.
     tokenizer = load_tokenizer(base_args, folder=folder if (folder / "tokenizer_config.json").is_file() else None)
-    try:
-        model = PeftModel.from_pretrained(base, str(folder), is_trainable=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise HoneError(f"could not load the adapter in {folder}: {str(exc).splitlines()[0]}",
-                        f"check that {folder} was trained on {config.model.path}") from None
-    # PEFT keeps adapter weights in fp32; match the base so matmuls run in one dtype.
-    if base_args.dtype != "float32" and config.adapter.method != "qlora":
-        model.to(next(base.parameters()).dtype)
     return model, tokenizer, base_args

@@ -1,5 +1,6 @@
-"""`hone export RUN --out DIR`: fold a run's LoRA adapter into its base model and save a
-standalone model folder (safetensors, config, tokenizer) that any Hugging Face loader reads."""
+"""`hone export RUN --out DIR`: fold a run's trained weights (a LoRA adapter) into its base
+model and save a standalone model folder (safetensors, config, tokenizer) that any Hugging
+Face loader reads. How a run folds in is its method's `merge` (hone.model.methods)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from hone.config import load_config
 from hone.errors import HoneError
 from hone.model.load import load_model
+from hone.model.methods import get as get_method
 
 
 def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
@@ -18,19 +20,19 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float32") 
     if not saved.is_file():
         raise HoneError(f"{run_dir} is not a hone run folder (no config.yaml)", "pass the folder given as train.output_dir")
     config = load_config(saved)
-    if (run_dir / "model.safetensors").is_file() and not (run_dir / "adapter_config.json").is_file():
-        raise HoneError(f"{run_dir} holds full fine-tuned weights already", "load it directly; there is no adapter to merge")
-    if not (run_dir / "adapter_config.json").is_file():
-        raise HoneError(f"{run_dir} has no adapter_config.json", "the run may not have finished; resume it first")
+    method = get_method(config.adapter.method)
+    if method.merge is None:
+        raise HoneError(f"{run_dir} was trained with adapter.method={method.name}: there is nothing to merge", method.merge_refusal)
+    if not (run_dir / method.saved_file).is_file():
+        raise HoneError(f"{run_dir} has no {method.saved_file}", "the run may not have finished; resume it first")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise HoneError(f"{out_dir} exists and is not empty", "choose a new --out folder")
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
     # Merging into a 4-bit base would re-quantise the sum; merge into full precision instead.
     config.model.dtype = dtype
     base = load_model(config.model, quantize_4bit=False, weights_dtype=getattr(torch, dtype))
-    merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
+    merged = method.merge(base, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
     AutoTokenizer.from_pretrained(run_dir).save_pretrained(out_dir)

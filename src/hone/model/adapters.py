@@ -1,29 +1,18 @@
-"""Turn a loaded model into a trainable one: full fine-tuning, LoRA or QLoRA (via PEFT)."""
+"""Turn a loaded model into a trainable one (the method's `wrap`, hone.model.methods), and
+read or restore the weights that training changes."""
 
 from __future__ import annotations
 
 import torch
 
 from hone.config import AdapterArgs
+from hone.model.methods import get
 
 
 def apply_method(model, args: AdapterArgs):
-    """Full: every weight trains. LoRA/QLoRA: the base is frozen and LoRA matrices are added."""
-    if args.method == "full":
-        for param in model.parameters():
-            param.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=args.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    # PEFT keeps adapter weights in fp32 even over a bf16 or 4-bit base (autocast_adapter_dtype).
-    return get_peft_model(model, config)
+    """`model` with exactly the parameters of `args.method` trainable (full: every weight;
+    LoRA/QLoRA: PEFT LoRA matrices over a frozen base)."""
+    return get(args.method).wrap(model, args)
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
+from hone.model.methods import get as get_method
+
 GOALS = ("behaviour", "style", "format", "terminology", "knowledge", "general")
 BEHAVIOUR_GOALS = ("behaviour", "style", "format", "terminology")
 
@@ -61,6 +63,8 @@ class Advice:
     config_yaml: str | None = None
     """A starting config `hone train` accepts, when fine-tuning."""
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the advice or its config cannot do yet, one line each."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,6 +73,7 @@ class Advice:
         lines = [f"recommendation: {self.recommendation}" + (f" ({self.method})" if self.method else "")]
         lines += ["why:"] + [f"  - {r}" for r in self.reasons]
         lines += [f"warning: {w}" for w in self.warnings]
+        lines += [f"note: {n}" for n in self.notes]
         lines += ["next steps:"] + [f"  {i}. {s}" for i, s in enumerate(self.next_steps, 1)]
         if self.config_yaml:
             lines += ["starting config (save as run.yaml, then `hone plan run.yaml` and `hone train run.yaml`):", self.config_yaml]
@@ -161,8 +166,15 @@ def _fine_tune(a: Answers) -> Advice:
         warnings.append("the base model's license does not allow your use: pick a permissively licensed base (e.g. Apache-2.0)")
     steps = ["check your examples: `hone check DATA.jsonl`", "save the config below and estimate the run: `hone plan run.yaml`",
              "train: `hone train run.yaml`", "compare against the base model on held-out data before shipping"]
+    notes = [DISTILLATION_NOTE.format(size=a.model_params_b)] if method == "distillation" else []
     return Advice("fine-tuning", reasons, steps, "fine_tune", method=method, config_yaml=starting_config(a, method),
-                  warnings=warnings)
+                  warnings=warnings, notes=notes)
+
+
+# hone has no distillation objective yet (STYLE.md's KD seam): say what the written config really does.
+DISTILLATION_NOTE = ("hone cannot distil yet: until distillation lands, the config below is plain LoRA on model.path, "
+                     "not a teacher-student run; to distil by hand, set model.path to a 1-3B student and data.train "
+                     "to the {size:g}B teacher's answers")
 
 
 def choose_method(a: Answers) -> tuple[str, str]:
@@ -185,23 +197,24 @@ def choose_method(a: Answers) -> tuple[str, str]:
 
 def starting_config(a: Answers, method: str) -> str:
     """YAML for `hone train`: conservative defaults scaled to the data size."""
-    train_method = {"distillation": "lora"}.get(method, method)
+    train_method = {"distillation": "lora"}.get(method, method)  # the student trains with LoRA
+    trains_base = get_method(train_method).trains_base
     data = a.dataset or "train.jsonl"
     epochs = 3 if a.n_examples < 1000 else 2 if a.n_examples < 5000 else 1
-    lr = "2.0e-5" if train_method == "full" else "2.0e-4"
+    lr = "2.0e-5" if trains_base else "2.0e-4"  # moving every weight calls for a 10x smaller step
     model = "embedded" if a.gpu_memory_gb <= 0 else "PATH/TO/BASE_MODEL  # a local Hugging Face folder or org/name"
     lines = [
         "model:", f"  path: {model}",
         "data:", f"  train: {data}", "  max_length: 512",
         "adapter:", f"  method: {train_method}",
     ]
-    if train_method != "full":
+    if not trains_base:  # adapter methods: their rank and scale
         lines += ["  lora_rank: 16" if a.n_examples >= 1000 else "  lora_rank: 8", "  lora_alpha: 16.0"]
     lines += ["train:", "  output_dir: runs/advised", f"  epochs: {epochs}", "  batch_size: 8", f"  learning_rate: {lr}",
               f"  gradient_checkpointing: {'true' if a.gpu_memory_gb and a.gpu_memory_gb < 24 else 'false'}"]
     if method == "distillation":
-        lines.insert(0, "# distillation: first generate answers with the large (teacher) model into train.jsonl,")
-        lines.insert(1, "# then fine-tune a small (student) base on them with this config")
+        lines.insert(0, "# plain LoRA until hone can distil: to distil by hand, generate answers with the large")
+        lines.insert(1, "# (teacher) model into data.train and set model.path to a small (student) base")
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from hone.data.collate import PACK_MULTIPLE, row_length, split_rows
+from hone.data.formats import FormatError, to_example
+from hone.data.io import BadLine
 from hone.data.render import Tokenized
+from hone.data.replay import Replay, iter_replay_records, replay_items
+from hone.model.adapters import apply_method
+from hone.model.load import load_config_only, pick_device, pick_dtype
+from hone.model.methods import get
+from hone.train.checkpoint import TrainState
+from hone.train.loop import Batches, Setup, build_optimizer, evaluate, plan_steps, prepared, train_step
 
 MAX_CALIBRATED_PARAMS = 200_000_000
 """Above this a CPU run falls back to the FLOPs estimate: building ~200M fp32/bf16 parameters
@@ -41,8 +50,6 @@ class StepTiming:
 def processed_tokens(items: list[Tokenized], packing: bool, max_row_tokens: int = 0) -> int:
     """Tokens the model runs over for one micro-batch, as `hone.train.loop.backward_pass` builds
     it: padded, or packed into rows of at most `max_row_tokens` (each rounded up to its length)."""
-    from hone.data.collate import PACK_MULTIPLE, row_length, split_rows
-
     if packing:
         return sum(row_length(sum(len(item.input_ids) for item in row), PACK_MULTIPLE) for row in split_rows(items, max_row_tokens))
     return max(len(item.input_ids) for item in items) * len(items)
@@ -53,12 +60,9 @@ def build_random_trainable(config):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from hone.model.adapters import apply_method
-    from hone.model.load import load_config_only, pick_device, pick_dtype
-
     device = pick_device(config.model)
     compute = pick_dtype(config.model, device)
-    weights = torch.float32 if config.adapter.method == "full" else compute
+    weights = torch.float32 if get(config.adapter.method).fp32_master_weights else compute
     model = AutoModelForCausalLM.from_config(load_config_only(config.model), dtype=weights).to(device)
     model = apply_method(model, config.adapter)
     if config.train.gradient_checkpointing:
@@ -72,8 +76,6 @@ def time_steps(config, batches: list[list[Tokenized]], eval_batch: list[Tokenize
     (the slowest step left out).
     Only a first batch larger than the whole budget is cut to fewer examples: per-step fixed
     costs are then a small share of a step anyway."""
-    from hone.train.loop import Setup, build_optimizer, evaluate, prepared, train_step
-
     model, compute, device = build_random_trainable(config)
     setup = Setup(model, 0, device, compute, None)
     args = config.train
@@ -132,9 +134,6 @@ class RunTokens:
 
 def run_tokens(train: list[Tokenized], evals: list[Tokenized], replay, args, keep: int = 16) -> RunTokens:
     """Walk the run's batches exactly as `fit` does (same seed, replay mix and layout)."""
-    from hone.train.checkpoint import TrainState
-    from hone.train.loop import Batches, plan_steps
-
     batches = Batches(train, replay, args)
     _, total = plan_steps(batches.per_epoch() * args.batch_size, args)
     state, tokens, first = TrainState(), 0, []
@@ -153,15 +152,11 @@ def replay_sample(config, tokenizer, documents: int = 200):
     """The run's replay mix with items from the first `documents` records of `replay.data` only:
     how many replay items an epoch draws depends only on the fraction, and their lengths on
     the block size; tokenizing a whole corpus would take seconds (6 s for the quickstart's)."""
-    from hone.data.formats import FormatError, to_example
-    from hone.data.io import BadLine, iter_records
-    from hone.data.replay import Replay, replay_items
-
     args = config.replay
     if not args.data or not 0 < args.fraction < 1:
         return None
     items = []
-    for count, (line, record) in enumerate(iter_records(args.data)):
+    for count, (line, record) in enumerate(iter_replay_records(args.data)):
         if count >= documents:
             break
         if isinstance(record, BadLine):

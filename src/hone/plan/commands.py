@@ -7,6 +7,8 @@ import json
 import sys
 import typing
 
+from hone.config import build, read_yaml
+from hone.data.dataset import read_examples
 from hone.errors import HoneError
 from hone.plan.advise import GOALS, Answers, advise
 
@@ -28,9 +30,10 @@ QUESTIONS = {
 
 
 def build_answers(raw: dict) -> Answers:
-    """Answers from a dict (answers file or flags), checking keys and types like the run config does."""
-    from hone.config import build
-
+    """Answers from a dict (answers file or flags), checking keys and types like the run config does.
+    An `n_examples` that is a path (`--n-examples data.jsonl`) is the dataset to count."""
+    if isinstance(raw.get("n_examples"), str):
+        raw = {**raw, "dataset": raw["n_examples"], "n_examples": 0}
     answers = build(Answers, raw, prefix="")
     if answers.dataset:
         answers.n_examples = count_examples(answers.dataset)
@@ -38,14 +41,18 @@ def build_answers(raw: dict) -> Answers:
 
 
 def count_examples(path: str) -> int:
-    """Usable examples in a dataset, counted by hone's own reader (bad rows are not counted)."""
+    """Usable examples in a dataset, counted by hone's own reader (bad rows are not counted);
+    a missing file, or one with no usable example, is a HoneError."""
     from pathlib import Path
 
-    from hone.data.dataset import read_examples
-
     if not Path(path).is_file():
-        raise HoneError(f"dataset not found: {path}", "pass the path of a .jsonl/.csv/.parquet file")
-    return len(read_examples(path).examples)
+        raise HoneError(f"dataset not found: {path}", "pass a number of examples, or the path of a .jsonl/.csv/.parquet file")
+    loaded = read_examples(path)
+    if not loaded.examples:
+        first = loaded.problems[0] if loaded.problems else None
+        where = f" (first problem, line {first.line}: {first.reason})" if first else " (the file is empty)"
+        raise HoneError(f"{path}: no usable examples{where}", f"run `hone check {path}` to see every problem")
+    return len(loaded.examples)
 
 
 def ask(ask_line=input) -> dict:
@@ -91,8 +98,6 @@ def _parse(name: str, reply: str, hint) -> dict:
 
 
 def advise_command(answers_file: str | None, flags: dict, as_json: bool, interactive: bool) -> int:
-    from hone.config import read_yaml
-
     raw = read_yaml(answers_file) if answers_file else {}
     raw.update({k: v for k, v in flags.items() if v is not None})
     if not raw and interactive:
@@ -111,9 +116,16 @@ def advise_flags(parser) -> None:
             parser.add_argument(flag, dest=f.name, type=_yes_no, default=None, metavar="yes|no", help=_doc(f.name))
         elif f.name == "goal":
             parser.add_argument(flag, dest=f.name, choices=GOALS, default=None, help=_doc(f.name))
+        elif f.name == "n_examples":  # a count, or a dataset whose usable examples are counted
+            parser.add_argument(flag, dest=f.name, type=_count_or_path, default=None, metavar="N|PATH", help=_doc(f.name))
         else:
             kind = {int: int, float: float}.get(hint, str)
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=_doc(f.name))
+
+
+def _count_or_path(value: str) -> int | str:
+    """`800` -> 800; anything else is a dataset path, counted (or refused) by build_answers."""
+    return int(value) if value.isdigit() else value
 
 
 def _yes_no(value: str) -> bool:

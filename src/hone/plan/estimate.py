@@ -17,11 +17,21 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from hone.config import EMBEDDED, RunConfig
-from hone.plan.hardware import GPUS, HOSTED, MFU, PRICES_AS_OF, Gpu
-from hone.plan.calibrate import BUDGET_S, MAX_CALIBRATED_PARAMS
+from hone.config import EMBEDDED, AdapterArgs, RunConfig, TrainArgs, load_config
+from hone.data.collate import epoch_batches
+from hone.data.dataset import read_examples, tokenize_examples
+from hone.data.render import Tokenized
+from hone.data.split import split_examples
+from hone.errors import HoneError
+from hone.model.adapters import apply_method
+from hone.model.load import (load_config_only, load_tokenizer, matmul_flops_per_s, pick_device, pick_dtype,
+                             resolve_model_path)
+from hone.model.methods import get as get_method
+from hone.plan.hardware import GPUS, HOSTED, PRICES_AS_OF, Gpu, HostedPrice, with_prices
+from hone.plan.calibrate import BUDGET_S, MAX_CALIBRATED_PARAMS, replay_sample, run_tokens, time_steps
 from hone.plan.license import LicenseInfo, read_license
-from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, step_flops, trainable_params
+from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, parameter_counts, step_flops
+from hone.train.loop import Setup, build_optimizer, plan_steps, train_step
 
 CPU_EFFICIENCY = 0.18
 """Whole training steps on this CPU reach this share of the measured matmul rate (norms,
@@ -143,7 +153,7 @@ def hone_settings(config: RunConfig, device_type: str, compute_bytes: float) -> 
     targets = config.adapter.target_modules
     return MemorySettings(
         method=method,
-        weight_bytes=4.0 if method == "full" else compute_bytes,  # full keeps fp32 master weights
+        weight_bytes=4.0 if get_method(method).fp32_master_weights else compute_bytes,
         compute_bytes=compute_bytes,
         adapter_bytes=4.0,  # PEFT keeps adapters in fp32
         gradient_checkpointing=config.train.gradient_checkpointing,
@@ -155,16 +165,15 @@ def hone_settings(config: RunConfig, device_type: str, compute_bytes: float) -> 
 
 
 def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = GPUS,
-             hosted_prices: tuple = HOSTED) -> Plan:
-    """Estimate memory, time and cost of training `config`, reading no weights."""
-    from hone.model.load import load_config_only, pick_device, pick_dtype
-
+             hosted_prices: tuple = HOSTED, splits: tuple[list, list] | None = None) -> Plan:
+    """Estimate memory, time and cost of training `config`, reading no weights. `splits`: the
+    run's (train, eval) items as `hone train` tokenized them; without them they are made here."""
     model_config = load_config_only(config.model)
     arch = describe_model(model_config)
     device = pick_device(config.model)
     compute = pick_dtype(config.model, device)
     settings = hone_settings(config, device.type, compute.itemsize)
-    splits = tokenized_splits(config)
+    splits = splits if splits is not None else tokenized_splits(config)
     data = data_stats(config, arch, splits)
     steps = total_steps(data.examples, config)
     flops = run_flops(arch, settings, data, config)
@@ -187,8 +196,7 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     notes = [] if data.source == "data" else ["no data.train given: sizes assume full batches of data.max_length tokens"]
     if device.type == "cpu" and str(compute) == "torch.bfloat16":
         notes.append("bf16 compute on this CPU (measured faster than fp32)")
-    trainable = trainable_params(arch, settings)
-    total = arch.total_params + (0 if settings.method == "full" else trainable)  # as count_parameters reports it
+    trainable, total = parameter_counts(arch, settings)
     return Plan(model=config.model.path, method=settings.method, total_params=total, trainable_params=trainable, memory=memory, device=device.type, data=data,
                 epochs=config.train.epochs, steps=steps, flops=flops, this_machine_seconds=seconds,
                 this_machine_flops_per_s=rate, targets=targets, hosted=hosted,
@@ -198,10 +206,10 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
 
 def time_by_steps(splits, device_type: str, arch: Arch, method: str, untimed_s: float = 0.0) -> bool:
     """Whether this CPU's time is measured on real steps: small models with data, whose untimed
-    steps (`untimed_seconds`) fit in calibrate.BUDGET_S. QLoRA is left to FLOPs (its 4-bit
-    layers need real weights to build)."""
+    steps (`untimed_seconds`) fit in calibrate.BUDGET_S. A 4-bit method (QLoRA) is left to
+    FLOPs (its 4-bit layers need real weights to build)."""
     small = arch.total_params <= MAX_CALIBRATED_PARAMS and untimed_s <= BUDGET_S
-    return bool(splits and splits[0]) and device_type == "cpu" and small and method != "qlora"
+    return bool(splits and splits[0]) and device_type == "cpu" and small and not get_method(method).quantize_4bit
 
 
 def untimed_seconds(arch: Arch, settings: MemorySettings, data: DataStats, config: RunConfig, rate: float) -> float:
@@ -220,9 +228,6 @@ def untimed_seconds(arch: Arch, settings: MemorySettings, data: DataStats, confi
 def measured_run_seconds(config: RunConfig, train: list, evals: list) -> tuple[int, float, float]:
     """(optimizer steps, training seconds, evaluation seconds) of the run on this CPU: real steps
     of its model timed on its first batches, scaled by the tokens every step and eval pass will process."""
-    from hone.model.load import load_tokenizer
-    from hone.plan.calibrate import replay_sample, run_tokens, time_steps
-
     replay = replay_sample(config, load_tokenizer(config.model))
     run = run_tokens(train, evals, replay, config.train)
     timing = time_steps(config, run.first_batches, evals[: config.train.batch_size] or None)
@@ -230,14 +235,12 @@ def measured_run_seconds(config: RunConfig, train: list, evals: list) -> tuple[i
 
 
 def gpu_target(gpu: Gpu, peak_bytes: float, flops: float, method: str) -> Target:
-    hours = flops / (gpu.peak_tflops * 1e12 * MFU[method]) / 3600
+    hours = flops / (gpu.peak_tflops * 1e12 * get_method(method).gpu_utilisation) / 3600
     return Target(gpu.name, fits=peak_bytes / GIB <= gpu.memory_gib, memory_gib=round(peak_bytes / GIB, 2),
                   hours=hours, usd=round(hours * gpu.usd_per_hour, 2))
 
 
 def total_steps(examples: int, config: RunConfig) -> int:
-    from hone.train.loop import plan_steps
-
     return plan_steps(max(examples, 1), config.train)[1]
 
 
@@ -265,9 +268,6 @@ def tokenized_splits(config: RunConfig) -> tuple[list, list] | None:
     args = config.data
     if not args.train:
         return None
-    from hone.data.dataset import read_examples, split_examples, tokenize_examples
-    from hone.model.load import load_tokenizer
-
     tokenizer = load_tokenizer(config.model)
     examples = read_examples(args.train).examples
     if args.eval:
@@ -286,8 +286,6 @@ def data_stats(config: RunConfig, arch: Arch, splits: tuple[list, list] | None =
         tokens = batch_size * args.max_length
         return DataStats(batch_size, tokens, tokens, tokens // 2, args.max_length,
                          BatchShape(batch_size, args.max_length, tokens // 2), "limits")
-    from hone.data.collate import epoch_batches
-
     items = splits[0]
     if not items:
         return DataStats(0, 0, 0, 0, 0, BatchShape(1, 1, 1), "data")
@@ -317,8 +315,6 @@ def dataset_advice(examples: int) -> str:
 
 
 def model_license(config: RunConfig) -> LicenseInfo:
-    from hone.model.load import resolve_model_path
-
     if config.model.path == EMBEDDED:
         return LicenseInfo("apache-2.0", "ok", "hone's embedded model, under the project's license")
     return read_license(resolve_model_path(config.model.path))
@@ -327,19 +323,15 @@ def model_license(config: RunConfig) -> LicenseInfo:
 @functools.lru_cache(maxsize=8)
 def measured_layer_overhead(model_type: str, method: str) -> float:
     """Seconds per decoder layer per training step that do not scale with FLOPs (op dispatch,
-    autograd, adapters, optimizer): timed on a 2-layer, width-64 copy of the architecture."""
+    autograd, adapters, optimizer): timed on a 2-layer, width-64 copy of the architecture with
+    random weights (a 4-bit method is timed over an unquantised base: its `wrap` adds the same adapters)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-
-    from hone.config import AdapterArgs, TrainArgs
-    from hone.data.render import Tokenized
-    from hone.model.adapters import apply_method
-    from hone.train.loop import Setup, build_optimizer, train_step
 
     try:
         small = AutoConfig.for_model(model_type, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
-        model = apply_method(AutoModelForCausalLM.from_config(small), AdapterArgs(method="full" if method == "full" else "lora"))
+        model = apply_method(AutoModelForCausalLM.from_config(small), AdapterArgs(method=method))
     except (ValueError, TypeError, KeyError):  # an architecture that does not take these names: FLOPs alone then
         return 0.0
     setup = Setup(model, 0, torch.device("cpu"), torch.bfloat16, None)
@@ -362,16 +354,10 @@ def measured_flops_per_s(hidden: int, dtype: str = "bfloat16", seconds: float = 
     its own shapes, where rates are lower), never raise the work."""
     import torch
 
-    from hone.model.load import matmul_flops_per_s
-
     return matmul_flops_per_s(getattr(torch, dtype), max_side=max(hidden, 1), budget_s=seconds)
 
 
 def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: list[str], hosted_price: float | None) -> int:
-    from hone.config import load_config
-    from hone.errors import HoneError
-    from hone.plan.hardware import HostedPrice, with_prices
-
     config = load_config(config_path, overrides)
     parsed = {}
     for item in prices:
@@ -386,11 +372,11 @@ def plan_command(config_path: str, overrides: list[str], as_json: bool, prices: 
     return 0
 
 
-def print_plan(config: RunConfig) -> Plan | None:
+def print_plan(config: RunConfig, splits: tuple[list, list] | None = None) -> Plan | None:
     """What `hone train` and the quickstart print before training (the plan, or None when it could
-    not be made); never stops a run."""
+    not be made); never stops a run. `splits`: the run's tokenized (train, eval) items."""
     try:
-        plan = plan_run(config)
+        plan = plan_run(config, splits=splits)
     except Exception as exc:  # a planning problem must not block training
         print(f"plan: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
         return None

@@ -32,11 +32,6 @@ GPUS = (
     Gpu("T4", 14.6, 65.0, 0.35),  # 16GB; fp16 only; GCP/AWS ~$0.35-0.55/h
 )
 
-MFU = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
-"""Assumed model-FLOPs utilisation on a GPU: the share of peak that real fine-tuning steps reach.
-LoRA does less work per kernel launch than full; QLoRA also de-quantises every weight each pass."""
-
-
 @dataclass(frozen=True)
 class HostedPrice:
     """A hosted fine-tuning service billed per training token (tokens in the file x epochs)."""

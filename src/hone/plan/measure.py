@@ -22,6 +22,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hone.config import RunConfig
+from hone.data.render import IGNORE, Tokenized
+from hone.train.loop import Setup, build_optimizer, train_step
+from hone.train.sft import build_trainable
+
 
 @dataclass
 class Measured:
@@ -63,8 +68,6 @@ def _synthetic_batch(batch_size: int, seq_len: int, vocab: int, trained_fraction
     """Items of exactly `seq_len` tokens whose last `trained_fraction` is labelled."""
     import torch
 
-    from hone.data.render import IGNORE, Tokenized
-
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, vocab, (batch_size, seq_len), generator=generator).tolist()
     start = seq_len - max(1, int(seq_len * trained_fraction))
@@ -86,10 +89,6 @@ def _child(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from hone.config import RunConfig
-    from hone.train.loop import Setup, build_optimizer, train_step
-    from hone.train.sft import build_trainable
-
     _import_libraries(job["model_dir"])
     gc.collect()
     baseline = _rss_kib("VmRSS")

@@ -4,12 +4,16 @@
 device, which allocates nothing); `estimate_memory` adds up what a training step keeps alive
 at its high-water mark under explicit `MemorySettings`. hone's own loop maps to settings via
 `hone_settings`; other recipes (e.g. torchtune's) are described by setting the fields directly.
+What depends on the method (whether the base trains or is 4-bit, its parameter counts) is read
+from its entry in hone.model.methods, never from its name.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
+
+from hone.model.methods import Method, get, lora_params  # noqa: F401  (lora_params: LoRA's count, kept importable here)
 
 GIB = 2**30
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -41,7 +45,8 @@ class Arch:
 class MemorySettings:
     """How a recipe stores things. Bytes are per element."""
 
-    method: Literal["full", "lora", "qlora"]
+    method: str
+    """A name in hone.model.methods.METHODS: the entry says what trains, what is stored how, and its counts."""
     weight_bytes: float = 2.0
     """Storage of the (non-quantised) weights: 4 for fp32 master weights, 2 for bf16."""
     compute_bytes: float = 2.0
@@ -124,16 +129,27 @@ def describe_model(config) -> Arch:
                 largest_param=max(p.numel() for p in params), lora_pairs=pairs)
 
 
-def lora_params(arch: Arch, settings: MemorySettings) -> int:
-    """Trainable LoRA parameters: rank x (in + out) for every targeted linear layer."""
-    targets = set(settings.lora_targets)
-    every = "all-linear" in targets
-    return sum(settings.lora_rank * (n_in + n_out) * count for name, (n_in, n_out, count) in arch.lora_pairs.items()
-               if every or name in targets)
+def parameter_counts(arch: Arch, settings: MemorySettings) -> tuple[int, int]:
+    """(trainable, total) parameters from the method's `size`, as hone.model.adapters.count_parameters
+    reports them: the total includes what the method adds beside the base."""
+    sizing = get(settings.method).size(arch, settings)
+    return sizing.trainable, arch.total_params + sizing.added
 
 
-def trainable_params(arch: Arch, settings: MemorySettings) -> int:
-    return arch.total_params if settings.method == "full" else lora_params(arch, settings)
+def fp32_stream(settings: MemorySettings) -> bool:
+    """Whether the residual stream and norms stay fp32: a trained base kept in fp32 master weights."""
+    return get(settings.method).trains_base and settings.weight_bytes == 4
+
+
+def base_weight_bytes(arch: Arch, settings: MemorySettings, method: Method) -> float:
+    """The base model's weights: a trained base at `weight_bytes`; a frozen one in the compute
+    dtype, its decoder linears (and with `quantized_head` the output head) in 4-bit NF4 when quantised."""
+    if method.trains_base:
+        return arch.total_params * settings.weight_bytes
+    if method.quantize_4bit:
+        quantized = arch.layer_linear_params + (arch.vocab * arch.hidden if settings.quantized_head else 0)
+        return quantized * NF4_BYTES + (arch.total_params - quantized) * settings.compute_bytes
+    return arch.total_params * settings.compute_bytes
 
 
 def layer_activation_bytes(arch: Arch, settings: MemorySettings) -> float:
@@ -146,12 +162,10 @@ def layer_activation_bytes(arch: Arch, settings: MemorySettings) -> float:
     their product (8 bytes per intermediate unit); attention keeps q, k, v, output and the
     log-sum-exp (no T x T matrix: SDPA's fused kernels recompute it).
     """
-    h, f, r = arch.hidden, arch.intermediate, settings.lora_rank
+    h, f = arch.hidden, arch.intermediate
     q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
-    fp32_stream = settings.method == "full" and settings.weight_bytes == 4
-    per_hidden = 27.3 if fp32_stream else 20.7
-    lora_targets = sum(count for _, _, count in arch.lora_pairs.values()) / max(arch.layers, 1)
-    adapter = 0 if settings.method == "full" else 2 * r * lora_targets
+    per_hidden = 27.3 if fp32_stream(settings) else 20.7
+    adapter = get(settings.method).size(arch, settings).saved_per_token
     scale = settings.compute_bytes / 2  # the counts above are for 2-byte compute
     return scale * (per_hidden * h + 8 * f + 4 * q_width + 5 * kv_width + 4 * arch.heads + adapter) + 10
 
@@ -162,7 +176,7 @@ def activation_bytes(arch: Arch, settings: MemorySettings, batch: BatchShape, ch
     tokens = batch.batch_size * batch.seq_len
     layer = layer_activation_bytes(arch, settings) * tokens
     if checkpointing:  # each layer keeps only its input; one layer is recomputed at a time
-        stream_bytes = 4 if settings.method == "full" and settings.weight_bytes == 4 else settings.compute_bytes
+        stream_bytes = 4 if fp32_stream(settings) else settings.compute_bytes
         return arch.layers * stream_bytes * arch.hidden * tokens + settings.backward_layers * layer
     return (arch.layers + settings.backward_layers - 1) * layer
 
@@ -185,18 +199,13 @@ def optimizer_bytes_per_param(settings: MemorySettings, param_bytes: float) -> f
 
 def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> MemoryBreakdown:
     """What is alive at the high-water mark of a training step (bytes)."""
-    method = settings.method
-    frozen = 0 if method == "full" else arch.total_params
-    if method == "qlora":
-        quantized = arch.layer_linear_params + (arch.vocab * arch.hidden if settings.quantized_head else 0)
-        weights = quantized * NF4_BYTES + (frozen - quantized) * settings.compute_bytes
-    elif method == "lora":
-        weights = frozen * settings.compute_bytes
-    else:
-        weights = arch.total_params * settings.weight_bytes
-    trainable = trainable_params(arch, settings)
-    param_bytes = settings.weight_bytes if method == "full" else settings.adapter_bytes
-    adapter = 0 if method == "full" else trainable * param_bytes
+    method = get(settings.method)
+    sizing = method.size(arch, settings)
+    weights = base_weight_bytes(arch, settings, method)
+    trainable = sizing.trainable
+    # a trained base steps its own weights; anything else steps parameters stored like adapters
+    param_bytes = settings.weight_bytes if method.trains_base else settings.adapter_bytes
+    adapter = sizing.added * param_bytes
     # stepping inside backward frees each gradient at once: only the largest is ever alive
     grads = (min(arch.largest_param, trainable) if settings.optimizer_in_backward else trainable) * param_bytes
     state = trainable * optimizer_bytes_per_param(settings, param_bytes)
@@ -204,13 +213,11 @@ def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> 
     acts_plain = activation_bytes(arch, settings, batch, False)
     acts_checkpointed = activation_bytes(arch, settings, batch, True)
     logits = logits_bytes(arch, settings, batch)
-    casts = arch.layer_linear_params * settings.compute_bytes if method == "full" and settings.weight_bytes > settings.compute_bytes else 0
-    if method == "qlora":  # one linear layer de-quantised at a time
-        casts = max(n_in * n_out for n_in, n_out, _ in arch.lora_pairs.values()) * settings.compute_bytes
+    casts = temporary_weight_bytes(arch, settings, method)
     step_scratch = trainable * param_bytes if settings.foreach_step and settings.optimizer == "adamw" and not settings.optimizer_in_backward else 0
     # Backward starts with every activation, the logits chunk and the autocast weight copies
     # alive; the optimizer step holds every gradient and its scratch. The peak is the larger.
-    during_backward = acts + logits + casts + (grads if settings.optimizer_in_backward or method != "full" else 0)
+    during_backward = acts + logits + casts + (grads if settings.optimizer_in_backward or not method.trains_base else 0)
     during_step = grads + step_scratch
     peak = settings.runtime_bytes + weights + adapter + state + max(during_backward, during_step)
     return MemoryBreakdown(weights=weights, adapter=adapter, gradients=grads, optimizer_state=state, activations=acts,
@@ -219,18 +226,30 @@ def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> 
                            temporaries=max(casts, step_scratch), peak=peak)
 
 
+def temporary_weight_bytes(arch: Arch, settings: MemorySettings, method: Method) -> float:
+    """Weights alive in a second copy during a pass: one de-quantised linear layer at a time
+    (4-bit), or autocast's compute-dtype copies of the layers' higher-precision weights."""
+    if method.quantize_4bit:
+        return max(n_in * n_out for n_in, n_out, _ in arch.lora_pairs.values()) * settings.compute_bytes
+    if method.trains_base and settings.weight_bytes > settings.compute_bytes:
+        return arch.layer_linear_params * settings.compute_bytes
+    return 0
+
+
 def step_flops(arch: Arch, settings: MemorySettings, tokens: int, labelled: int, seq_len: int) -> float:
     """FLOPs of one optimizer step's forward and backward over `tokens` (padded) tokens.
 
     Forward: 2 x layer weights per token, the output head only on labelled positions (hone's
     loss), attention scores and mixing 4 x T x width per token per layer. Backward: twice the
-    forward for full fine-tuning (input and weight gradients); for LoRA/QLoRA only input
-    gradients flow through frozen weights (1x). Checkpointing adds one more forward.
+    forward when the method trains the base (input and weight gradients); through a frozen
+    base (LoRA/QLoRA) only input gradients flow (1x); added parameters cost 6 FLOPs per token
+    each. Checkpointing adds one more forward.
     """
     width = arch.heads * arch.head_dim
     attention = 4 * seq_len * width * arch.layers * tokens
     forward = 2 * arch.layer_linear_params * tokens + attention + 2 * arch.hidden * arch.vocab * labelled
-    adapters = 6 * lora_params(arch, settings) * tokens if settings.method != "full" else 0
-    backward = 2 * forward if settings.method == "full" else forward
+    method = get(settings.method)
+    adapters = 6 * method.size(arch, settings).added * tokens
+    backward = 2 * forward if method.trains_base else forward
     recompute = forward if settings.gradient_checkpointing else 0
     return forward + backward + recompute + adapters
