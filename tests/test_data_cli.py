@@ -108,7 +108,7 @@ def test_split_keeps_near_duplicate_groups_together(tmp_path):
 def test_train_refuses_errors_unless_forced(tmp_path, tiny_llama):
     from hone.config import load_config
     from hone.errors import HoneError
-    from hone.train.commands import check_training_data
+    from hone.pipeline import check_training_data
 
     data = write(tmp_path / "t.jsonl", distinct_rows(60) + ["{oops"])
     config = load_config(None, [f"data.train={data}", f"model.path={tiny_llama}"])

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from hone.data.dataset import read_examples, split_examples, tokenize_examples
+from hone.data.dataset import read_examples, tokenize_examples
 from hone.data.formats import Example
+from hone.data.split import split_examples
 from tiny import make_tokenizer
 
 
@@ -58,3 +59,45 @@ def test_split_is_seeded_and_disjoint():
     assert [id(e) for e in eval_a] == [id(e) for e in eval_b] and len(eval_a) == 10
     assert not {id(e) for e in train_a} & {id(e) for e in eval_a}
     assert len(train_a) + len(eval_a) == 50
+
+
+def near_duplicate_clusters(clusters: int = 20, copies: int = 5) -> tuple[list[Example], list[int]]:
+    """`clusters` sentences of 40 words, each in `copies` versions with one word changed."""
+    examples, cluster_of = [], []
+    for c in range(clusters):
+        words = [f"w{c}x{k}" for k in range(40)]
+        for copy in range(copies):
+            variant = list(words)
+            variant[5 + 7 * copy] = f"changed{copy}"
+            examples.append(Example("chat", messages=[{"role": "user", "content": " ".join(variant)},
+                                                      {"role": "assistant", "content": f"reply {c}"}]))
+            cluster_of.append(c)
+    return examples, cluster_of
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["examples", "documents"])
+def test_default_split_keeps_near_duplicates_on_one_side(as_text):
+    examples, cluster_of = near_duplicate_clusters()
+    items = [e.messages[0]["content"] for e in examples] if as_text else examples  # pretraining splits plain text
+    cluster = {id(item): c for item, c in zip(items, cluster_of)}
+    held_out = set()
+    for seed in range(4):
+        train, held = split_examples(items, 0.2, seed=seed, cap=500)
+        assert len(train) + len(held) == 100 and len(held) == 20
+        assert not {cluster[id(e)] for e in train} & {cluster[id(e)] for e in held}
+        again = split_examples(items, 0.2, seed=seed, cap=500)
+        assert [id(e) for e in again[0]] == [id(e) for e in train] and [id(e) for e in again[1]] == [id(e) for e in held]
+        held_out.add(frozenset(cluster[id(e)] for e in held))
+    assert len(held_out) > 1  # the seed picks the clusters
+
+
+def test_default_split_respects_the_cap_with_whole_clusters():
+    examples, cluster_of = near_duplicate_clusters()
+    cluster = {id(e): c for e, c in zip(examples, cluster_of)}
+    train, held = split_examples(examples, 0.5, seed=0, cap=12)
+    assert len(held) == 10 and len(train) == 90  # two whole clusters: a third would pass the cap
+    assert not {cluster[id(e)] for e in train} & {cluster[id(e)] for e in held}
+    train, held = split_examples(examples, 0.2, seed=0, cap=3)  # no cluster fits: part of one, the rest unused
+    assert len(held) == 3 and len(train) == 95
+    assert not {cluster[id(e)] for e in train} & {cluster[id(e)] for e in held}
+    assert split_examples(examples, 0.2, seed=0, cap=0) == (examples, [])

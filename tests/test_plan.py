@@ -85,14 +85,15 @@ def test_cli_plan_json(config_file, capsys):
 def test_cpu_time_is_measured_on_real_steps_for_small_models(config_file):
     from hone.model.load import load_tokenizer
     from hone.plan.calibrate import processed_tokens, run_tokens
-    from hone.train.sft import prepare_data
+    from hone.data.prepare import prepare_run_data
 
     config = load_config(config_file, ["train.eval_every=7"])
     plan = plan_run(config)
     assert plan.time_source == "measured" and "measured: real steps" in plan.text()
     assert plan.this_machine_train_seconds > 0 and plan.this_machine_eval_seconds > 0
     assert plan.this_machine_seconds == plan.this_machine_train_seconds + plan.this_machine_eval_seconds
-    train, evals, _ = prepare_data(config, load_tokenizer(config.model))
+    data = prepare_run_data(config.data, config.train.seed, load_tokenizer(config.model))
+    train, evals = data.train, data.evals
     run = run_tokens(train, evals, None, config.train)
     assert run.steps == plan.steps == 30
     # packed batches: every example once per epoch, each micro-batch rounded up to 64 tokens

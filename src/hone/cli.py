@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hone import __version__
@@ -20,7 +21,7 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from hone.train.commands import train_command
+    from hone.pipeline import train_command
 
     return train_command(args.config, args.overrides, args.resume, args.force)
 
@@ -101,7 +102,7 @@ def add_check(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from hone.data.commands import check_command
+    from hone.pipeline import check_command
 
     return check_command(args.data, args.eval_path, args.model, args.max_length, args.overlength, args.json_path,
                          args.fix, args.show, args.near_dup_threshold)
@@ -230,3 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hone: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `hone check FILE | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141

@@ -98,7 +98,8 @@ class DataArgs:
     train: str | None = None
     """Training data file (chat JSONL, prompt/completion JSONL, or .txt for pretrain)."""
     eval: str | None = None
-    """Held-out file; when absent a seeded `eval_fraction` of `train` is held out."""
+    """Held-out file; when absent a seeded `eval_fraction` of `train` is held out, near-duplicates
+    kept on one side as `hone split` keeps them (hone.data.split.split_examples)."""
     eval_fraction: float = bounded(0.1, FRACTION)
     max_eval_examples: int = bounded(500, NON_NEGATIVE)
     max_length: int = bounded(512, AT_LEAST_ONE)
@@ -118,7 +119,9 @@ class DataArgs:
 class AdapterArgs:
     SECTION: ClassVar[str] = "adapter"  # its YAML section, which range errors name
 
-    method: Literal["lora", "qlora", "full"] = "lora"
+    method: str = "lora"
+    """A fine-tuning method of hone.model.methods: `lora`, `qlora` or `full` (or one registered
+    there); an unknown name is a one-line error naming this key when the run starts."""
     lora_rank: int = bounded(8, AT_LEAST_ONE)
     lora_alpha: float = bounded(16.0, POSITIVE)
     lora_dropout: float = bounded(0.0, FRACTION)
@@ -134,6 +137,9 @@ class TrainArgs:
     SECTION: ClassVar[str] = "train"  # its YAML section, which range errors name
 
     output_dir: str = "runs/hone"
+    objective: str = "causal_lm"
+    """What is optimised: a name registered in `hone.train.objectives` (causal_lm: next-token
+    cross-entropy over the labelled tokens, for SFT and pre-training)."""
     epochs: float = bounded(3.0, POSITIVE)
     max_steps: int | None = bounded(None, AT_LEAST_ONE)
     """Stop after this many optimizer steps (overrides `epochs`)."""
@@ -194,8 +200,9 @@ class ReplayArgs:
     SECTION: ClassVar[str] = "replay"  # its YAML section, which range errors name
 
     data: str | None = None
-    """General text or chat data mixed into training against catastrophic forgetting
-    (.txt: one document per line or `<|endoftext|>`-separated; or chat/text JSONL)."""
+    """General text or chat data mixed into training against catastrophic forgetting: a .txt
+    (or .txt.gz) holds documents separated by `<|endoftext|>` when it contains one, else one
+    document per non-empty line; or chat/text JSONL (hone.data.replay.read_replay_examples)."""
     fraction: float = bounded(0.1, FRACTION)
     """Share of the trained examples that come from `data`, chosen by seed."""
 

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from hone.config import EvalArgs, load_config
 from hone.errors import HoneError
+from hone.eval.compare import compare_models, format_comparison_table
 from hone.model.load import ASSETS
+from hone.pipeline import prepare_training_data
+from hone.plan.estimate import print_plan
+from hone.train.sft import run_sft
 
 DEMO = ASSETS / "demo"
 RECIPE = ASSETS / "quickstart.yaml"
@@ -29,38 +33,21 @@ def quickstart(out: str) -> int:
                                   f"data.eval={DEMO / 'eval.jsonl'}", "eval.compare=false",
                                   f"replay.data={ASSETS / 'corpus' / 'train.txt.gz'}", f"eval.schema={DEMO / 'schema.json'}"])
     print("== 1/4 data check: demo support tickets -> JSON")
-    check_data(config)
+    data = prepare_training_data(config)  # read, checked and tokenized once, for every step below
     print("\n== 2/4 plan")
-    from hone.plan.estimate import print_plan
-
-    plan = print_plan(config)
+    plan = print_plan(config, splits=(data.train, data.evals))
     print("\n== 3/4 train: LoRA on the embedded base model, with general-text replay against forgetting")
-    from hone.train.sft import run_sft
-
-    run_dir = run_sft(config, plan=plan)
+    run_dir = run_sft(config, plan=plan, data=data)
     print("\n== 4/4 evaluate: base vs tuned on held-out tickets")
-    report = compare(run_dir, out_dir, config.eval)
+    report = compare(run_dir, out_dir, config.eval, data.eval_examples)
     metrics = {"baseline": report["baseline"], "tuned": report["tuned"]}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(f"\nwrote {out_dir / 'metrics.json'} and {out_dir / 'report.html'} in {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def check_data(config) -> None:
-    from hone.data.check import check_files
-    from hone.model.load import load_tokenizer
-
-    report = check_files(config.data.train, config.data.eval, tokenizer=load_tokenizer(config.model),
-                         max_length=config.data.max_length, overlength=config.data.overlength)
-    print(report.summary_text())
-    if report.errors:
-        raise HoneError("the demo data has errors", "reinstall hone; the bundled data should be clean")
-
-
-def compare(run_dir: Path, out_dir: Path, args: EvalArgs) -> dict:
-    from hone.eval.compare import compare_models, format_comparison_table
-
-    report = compare_models("embedded", str(run_dir), str(DEMO / "eval.jsonl"), out_dir, args)
+def compare(run_dir: Path, out_dir: Path, args: EvalArgs, examples: list) -> dict:
+    report = compare_models("embedded", str(run_dir), None, out_dir, args, examples=examples)
     print(format_comparison_table(report, only=HEADLINE))
     print(f"(every metric: {out_dir / 'report.json'})")
     return report

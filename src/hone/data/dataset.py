@@ -1,4 +1,5 @@
-"""From files to tokenized training sets: read, normalise, split, render, apply the length policy.
+"""From files to tokenized training sets: read, normalise, render, apply the length policy
+(the held-out split is `hone.data.split.split_examples`).
 
 Nothing is silent: every dropped or truncated example is counted in a `LengthReport`.
 """
@@ -7,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from hone.data.formats import Example, FormatError, to_example
 from hone.data.io import BadLine, iter_records
@@ -85,17 +84,6 @@ def require_clean(loaded: Loaded, path: str) -> list[Example]:
     return loaded.examples
 
 
-def split_examples(examples: list[Example], fraction: float, seed: int, cap: int) -> tuple[list[Example], list[Example]]:
-    """Seeded train/eval split; at least one example each side when there are two or more."""
-    if len(examples) < 2:
-        return examples, []
-    n_eval = min(cap, max(1, round(len(examples) * fraction)), len(examples) - 1)
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
-    held = set(order[:n_eval])
-    train = [e for i, e in enumerate(examples) if i not in held]
-    return train, [e for i, e in enumerate(examples) if i in held]
-
-
 def apply_length_policy(item: Tokenized, max_length: int, policy: str, report: LengthReport) -> Tokenized | None:
     """Fit `item` to `max_length` per `policy` and count what that cost in `report`.
 
@@ -117,15 +105,41 @@ def apply_length_policy(item: Tokenized, max_length: int, policy: str, report: L
     return fitted
 
 
-def tokenize_examples(tokenizer, examples: list[Example], max_length: int, policy: str) -> tuple[list[Tokenized], LengthReport]:
+class Renderings:
+    """Each example rendered once per run: the data doctor's token checks and training read the
+    same `Tokenized` (rendering through the chat template is most of the data work)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.done: dict[int, tuple[Example, Tokenized | RenderError]] = {}  # by id(example); the example is kept
+
+    def __call__(self, example: Example) -> Tokenized:
+        """`render_example(tokenizer, example)`, from the first call's result; raises its RenderError."""
+        key = id(example)
+        if key not in self.done:
+            try:
+                self.done[key] = (example, render_example(self.tokenizer, example))
+            except RenderError as exc:
+                self.done[key] = (example, exc)
+        result = self.done[key][1]
+        if isinstance(result, RenderError):
+            raise result
+        return result
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int, policy: str,
+                      render: Renderings | None = None) -> tuple[list[Tokenized], LengthReport]:
+    """Render each example (through `render` where the run already has one) and apply the length policy."""
     report = LengthReport(policy=policy, max_length=max_length, examples=len(examples))
+    render = render or Renderings(tokenizer)
     items = []
     for example in examples:
         try:
-            item = render_example(tokenizer, example)
+            item = render(example)
         except RenderError as exc:
             raise HoneError(f"{example.source}:{example.line}: {exc}") from None
         fitted = apply_length_policy(item, max_length, policy, report)
         if fitted is not None:
             items.append(fitted)
     return items, report
+

@@ -3,51 +3,16 @@
 Every format people bring is read: OpenAI chat (`messages`), TRL conversational and
 standard prompt/completion, Alpaca, ShareGPT, preference pairs (TRL and OpenAI) and plain
 text. Detection is a "first match wins" table over the record's keys; the normalisers
-live in `hone.data.normalize`.
+live in `hone.data.normalize`; the `Example` and `FormatError` types in `hone.data.example`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = ("system", "user", "assistant", "tool")
-
-
-@dataclass
-class Example:
-    """One example, format-independent.
-
-    kind `chat`: `messages` (roles system/user/assistant/tool, optional per-turn `weight`) and
-    `tools`, the OpenAI-style function definitions the chat template renders (may be empty).
-    kind `completion`: raw-text `prompt` and `completion` (rendered without a chat template).
-    kind `preference`: `messages` is the prompt, `chosen`/`rejected` the assistant turns.
-    kind `text`: `text` for continued pre-training.
-    `format` names the source format (e.g. `alpaca`), `line` the 1-based line in `source`.
-    """
-
-    kind: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    prompt: str = ""
-    completion: str = ""
-    text: str = ""
-    line: int = 0
-    source: str = ""
-    chosen: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    format: str = ""
-    tools: list[dict[str, Any]] = field(default_factory=list)
-
-
-class FormatError(ValueError):
-    """A record that does not fit its format. `kind` is the data doctor's finding kind:
-    `schema` (missing/mistyped field, unknown role), `empty_content` (blank turn) or
-    `role_order` (no assistant turn to learn from, a conversation ending unanswered, ...)."""
-
-    def __init__(self, message: str, kind: str = "schema"):
-        super().__init__(message)
-        self.kind = kind
+from hone.data.example import Example, FormatError  # readers import both from here too
+from hone.data.normalize import NORMALIZERS
 
 
 def _has(*keys: str) -> Callable[[dict], bool]:
@@ -85,8 +50,6 @@ def detect_format(record: dict[str, Any]) -> str:
 
 def to_example(record: dict[str, Any], line: int = 0, source: str = "") -> Example:
     """Normalise one record; raises FormatError (with its finding kind) naming the problem."""
-    from hone.data.normalize import NORMALIZERS
-
     example = NORMALIZERS[detect_format(record)](record)
     example.line, example.source = line, source
     return example

@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,10 @@ def _iter_parquet(path: Path):
     if not path.is_file():
         raise HoneError(f"data file not found: {path}", "check the path")
     try:
-        records = pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged or foreign file, or invalid UTF-8 strings
+        # Parquet needs random access (its footer comes last), so a .gz is decompressed into memory first.
+        source = pa.BufferReader(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path
+        records = pq.read_table(source).to_pylist()
+    except (pa.ArrowException, OSError, EOFError, zlib.error, ValueError) as exc:  # damaged, foreign, bad .gz, bad UTF-8
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HoneError(f"{path}: not a readable parquet file ({reason})", "re-export it, or convert it to JSONL") from None
     for index, record in enumerate(records, start=1):
@@ -203,6 +206,14 @@ def _iter_txt(path: Path):
 def split_documents(text: str, separator: str = "<|endoftext|>") -> list[str]:
     docs = [d.strip("\n") for d in text.split(separator)]
     return [d for d in docs if d.strip()]
+
+
+def documents_or_lines(text: str, separator: str = "<|endoftext|>") -> list[tuple[int, str]]:
+    """`(line, document)` pairs: documents separated by `separator` when `text` holds any
+    (numbered 1, 2, ... as `_iter_txt` numbers them), else one per non-empty line (its 1-based line)."""
+    if separator in text:
+        return list(enumerate(split_documents(text, separator), start=1))
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def write_jsonl(path: Path, records) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hone.data.formats import ROLES, Example, FormatError
+from hone.data.example import ROLES, Example, FormatError
 
 SHAREGPT_ROLES = {
     "human": "user", "user": "user",

@@ -16,24 +16,21 @@ from pathlib import Path
 
 from hone import __version__
 from hone.config import EvalArgs
-from hone.data.dataset import read_examples, require_clean, split_examples
+from hone.data.dataset import read_examples, require_clean
 from hone.data.formats import Example
 from hone.data.render import reference_answer, render_prompt
+from hone.data.split import split_examples
 from hone.errors import HoneError
 from hone.eval.curves import check_overfitting, read_curves
 from hone.eval.forgetting import general_perplexity, measure_forgetting, resolve_general
 from hone.eval.generate import Generation, GenerationArgs, generate_answers
+from hone.eval.judge import judge_pairwise
 from hone.eval.loss import LossResult, assistant_loss
-from hone.eval.metrics import MetricSettings, build_settings, corpus_scores, mean_scores, score_example
+from hone.eval.metrics import (LOWER_IS_BETTER, MetricSettings, build_settings, corpus_scores, direction, mean_scores,
+                               score_example, sorted_metric_names)
 from hone.eval.models import EvalModel, describe, load_for_eval
+from hone.eval.report import write_report
 from hone.eval.stats import bootstrap_ci, compare_paired
-
-LOWER_IS_BETTER = {"eval_loss", "perplexity", "general_perplexity", "empty", "truncated"}
-NEUTRAL = {"output_chars", "output_tokens", "examples_per_s"}  # reported, but longer is neither better nor worse
-ORDER = ["eval_loss", "perplexity", "exact_match", "normalized_exact_match", "token_f1", "rouge_l", "bleu", "chrf",
-         "corpus_bleu", "corpus_chrf", "json_valid", "schema_valid", "field_exact_match", "regex_match",
-         "empty", "truncated", "output_tokens", "output_chars", "general_perplexity", "examples_per_s"]
-
 
 @dataclass
 class ModelResult:
@@ -112,12 +109,13 @@ def evaluate_one(name: str, args: EvalArgs, data: str | None = None, dtype: str 
 
 
 def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path, args: EvalArgs | None = None,
-                   dtype: str | None = None) -> dict:
+                   dtype: str | None = None, examples: list[Example] | None = None) -> dict:
     """Evaluate `base` and `tuned` on the same examples; write report.json + report.html to `out_dir`.
 
     `base` None means the tuned run's own base model; `args` says how (metrics, schema,
     general text for the forgetting check, sampling, judge...). Returns the report dict
-    (see report.json).
+    (see report.json). `examples`: the held-out examples a run already read (`hone train`
+    hands its own down), else they come from `data` or the run folder.
     """
     args = args or EvalArgs()
     settings = build_settings(args.schema, args.regex, args.metrics)
@@ -126,7 +124,10 @@ def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path
     base = base or (run_config.model.path if run_config else None)
     if base is None:
         raise HoneError(f"{tuned} is not a hone run folder, so its base model is unknown", "pass --base MODEL")
-    examples, source = load_eval_examples(data or args.data, run_dir, args.limit)
+    if examples is not None and not (data or args.data):
+        examples, source = _usable(examples, "the run's held-out examples")[: args.limit], "the run's held-out examples"
+    else:
+        examples, source = load_eval_examples(data or args.data, run_dir, args.limit)
     general_path = resolve_general(args.general)
     like = run_config.model if run_config else None
     results = {}
@@ -137,15 +138,11 @@ def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path
         gc.collect()
     judge = run_judge(args, examples, results) if args.judge else None
     report = build_report(results["baseline"], results["tuned"], examples, source, args, run_dir, general_path, judge)
-    from hone.eval.report import write_report
-
     write_report(report, Path(out_dir))
     return report
 
 
 def run_judge(args: EvalArgs, examples: list[Example], results: dict) -> dict:
-    from hone.eval.judge import judge_pairwise
-
     return judge_pairwise(args.judge, examples, [a.text for a in results["baseline"].answers],
                           [a.text for a in results["tuned"].answers], args.judge_rubric)
 
@@ -201,10 +198,6 @@ def paired_deltas(base_scores: list[dict], tuned_scores: list[dict], args: EvalA
             entry[f"{role}_ci"] = list(bootstrap_ci(values, args.bootstrap_samples, seed=args.seed))
         out[name] = entry
     return out
-
-
-def direction(name: str) -> str:
-    return "neutral" if name in NEUTRAL else "lower" if name in LOWER_IS_BETTER else "higher"
 
 
 def side_by_side(examples: list[Example], baseline: ModelResult, tuned: ModelResult, metric: str, count: int = 5) -> dict:
@@ -264,13 +257,6 @@ def _p(value: float) -> str:
 def _clean(metrics: dict) -> dict:
     """JSON has no NaN: missing numbers become null."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-
-
-def sorted_metric_names(names) -> list[str]:
-    """Display order: the known metrics first, then per-field and custom ones."""
-    names = list(names)
-    known = [n for n in ORDER if n in names]
-    return known + sorted(n for n in names if n not in ORDER)
 
 
 def format_comparison_table(report: dict, only: list[str] | None = None) -> str:

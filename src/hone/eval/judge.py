@@ -14,6 +14,7 @@ import torch
 from hone.data.collate import pad_batch
 from hone.data.formats import Example
 from hone.data.render import Tokenized, reference_answer
+from hone.eval.models import load_for_eval
 from hone.eval.stats import bootstrap_ci
 
 DEFAULT_RUBRIC = ("You compare two answers to the same request. Prefer the answer that is correct, follows the "
@@ -50,8 +51,6 @@ def prob_first(model, tokenizer, prompts: list[list[int]], batch_size: int = 8) 
 
 def judge_pairwise(judge: str, examples: list[Example], baseline: list[str], tuned: list[str], rubric: str | None = None) -> dict:
     """Preference for the tuned answers by `judge` (path or hub id), averaged over both orders."""
-    from hone.eval.models import load_for_eval
-
     loaded = load_for_eval(judge)
     rubric_text = Path(rubric).read_text() if rubric and Path(rubric).is_file() else rubric or DEFAULT_RUBRIC
     tok = loaded.tokenizer

@@ -21,6 +21,25 @@ from hone.errors import HoneError
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
+LOWER_IS_BETTER = {"eval_loss", "perplexity", "general_perplexity", "empty", "truncated"}
+NEUTRAL = {"output_chars", "output_tokens", "examples_per_s"}  # reported, but longer is neither better nor worse
+ORDER = ["eval_loss", "perplexity", "exact_match", "normalized_exact_match", "token_f1", "rouge_l", "bleu", "chrf",
+         "corpus_bleu", "corpus_chrf", "json_valid", "schema_valid", "field_exact_match", "regex_match",
+         "empty", "truncated", "output_tokens", "output_chars", "general_perplexity", "examples_per_s"]
+"""Display order of the known metrics (the terminal tables and report.html)."""
+
+
+def direction(name: str) -> str:
+    """Which way `name` improves: `higher`, `lower`, or `neutral` (reported, neither better nor worse)."""
+    return "neutral" if name in NEUTRAL else "lower" if name in LOWER_IS_BETTER else "higher"
+
+
+def sorted_metric_names(names) -> list[str]:
+    """Display order: the known metrics first, then per-field and custom ones."""
+    names = list(names)
+    known = [n for n in ORDER if n in names]
+    return known + sorted(n for n in names if n not in ORDER)
+
 
 # ---- text metrics -------------------------------------------------------------------
 

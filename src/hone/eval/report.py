@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from hone.eval import svg
-from hone.eval.compare import sorted_metric_names
+from hone.eval.metrics import direction, sorted_metric_names
 
 UNIT_METRICS = {"exact_match", "normalized_exact_match", "token_f1", "rouge_l", "bleu", "chrf", "json_valid",
                 "schema_valid", "field_exact_match", "regex_match", "corpus_bleu", "corpus_chrf"}
@@ -101,7 +101,7 @@ def metrics_section(report: dict) -> str:
             continue
         d = report["deltas"].get(name, {})
         change = tuned - base
-        cls = _change_class(change, d.get("direction") or _direction(name), d.get("significant", None))
+        cls = _change_class(change, d.get("direction") or direction(name), d.get("significant", None))
         ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if "ci_low" in d else '<span class="muted">n/a</span>'
         p = _p(d["p_value"]) if "p_value" in d else ""
         wtl = f"{d['wins']} / {d['ties']} / {d['losses']}" if "wins" in d and d.get("direction") != "neutral" else ""
@@ -192,12 +192,6 @@ def settings_section(report: dict) -> str:
 
 def _is_unit(name: str) -> bool:
     return name in UNIT_METRICS or name.startswith("field.")
-
-
-def _direction(name: str) -> str:
-    from hone.eval.compare import direction
-
-    return direction(name)
 
 
 def _change_class(change: float, direction: str, significant) -> str:

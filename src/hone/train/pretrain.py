@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 
 from hone.config import RunConfig
-from hone.data.dataset import read_examples, require_clean, split_examples
+from hone.data.dataset import read_examples, require_clean
 from hone.data.render import Tokenized
+from hone.data.split import split_examples
 from hone.errors import HoneError
 from hone.model.load import load_tokenizer
+from hone.train.commands import resolve_config
 from hone.train.loop import Interrupted
 from hone.train.sft import start_run, train_and_save
 
@@ -22,8 +24,6 @@ DEFAULTS = {"adapter": {"method": "full"}, "data": {"overlength": "truncate"}}
 
 
 def pretrain_command(config_path: str | None, overrides: list[str], resume: bool) -> int:
-    from hone.train.commands import resolve_config
-
     config = resolve_config(config_path, overrides, False, base=DEFAULTS)
     try:
         run_dir = run_pretrain(config, resume)

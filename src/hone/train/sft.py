@@ -15,52 +15,37 @@ import torch
 
 from hone.config import RunConfig, save_config
 from hone.data.replay import load_replay
-from hone.data.dataset import read_examples, require_clean, split_examples, tokenize_examples
+from hone.data.prepare import RunData, prepare_run_data
 from hone.errors import HoneError
-from hone.model.adapters import apply_method, count_parameters
+from hone.model.adapters import count_parameters
 from hone.model.load import check_weights, load_model, load_tokenizer, pick_device, pick_dtype, resolve_model_path
+from hone.model.methods import get as get_method
+from hone.train import objectives
 from hone.train.loop import Setup, fit
+from hone.train.metrics import read_metrics
 
 CONFIG_FILE = "config.yaml"
 
 
 def build_trainable(config: RunConfig, seed: int):
-    """Load the model for `config.adapter.method` and make it trainable.
+    """Load the model as `config.adapter.method`'s entry says and make it trainable.
 
-    Returns (model, compute_dtype). LoRA keeps the frozen base in the compute dtype;
-    full fine-tuning keeps fp32 master weights and computes under autocast.
+    Returns (model, compute_dtype). LoRA keeps the frozen base in the compute dtype, QLoRA
+    in 4-bit; full fine-tuning keeps fp32 master weights and computes under autocast.
     """
     device = pick_device(config.model)
     compute = pick_dtype(config.model, device)
-    method = config.adapter.method
-    weights = torch.float32 if method == "full" else compute
-    model = load_model(config.model, quantize_4bit=method == "qlora", weights_dtype=weights)
+    method = get_method(config.adapter.method)
+    weights = torch.float32 if method.fp32_master_weights else compute
+    model = load_model(config.model, quantize_4bit=method.quantize_4bit, weights_dtype=weights)
     torch.manual_seed(seed)  # adapter initialisation is part of the seeded run
-    model = apply_method(model, config.adapter)
+    model = method.wrap(model, config.adapter)
     # Non-reentrant checkpointing works whether or not the inputs need gradients, so the frozen
     # embeddings' output does not get one (no `enable_input_require_grads`): the first layer's
     # input gradient, which nothing would read, is never computed.
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, compute
-
-
-def prepare_data(config: RunConfig, tokenizer):
-    """(train items, eval items, reports) with the over-length policy applied and reported."""
-    data = config.data
-    if not data.train:
-        raise HoneError("no training data given", "set data.train=PATH in the config or on the command line")
-    train_examples = require_clean(read_examples(data.train), data.train)
-    if data.eval:
-        eval_examples = require_clean(read_examples(data.eval), data.eval)[: data.max_eval_examples]
-    else:
-        train_examples, eval_examples = split_examples(train_examples, data.eval_fraction, config.train.seed, data.max_eval_examples)
-    train, train_report = tokenize_examples(tokenizer, train_examples, data.max_length, data.overlength)
-    evals, eval_report = tokenize_examples(tokenizer, eval_examples, data.max_length, data.overlength)
-    if not train:
-        raise HoneError(f"{data.train}: no example is left to train on after the length policy",
-                        "raise data.max_length or set data.overlength=truncate")
-    return train, evals, {"train": train_report, "eval": eval_report}
 
 
 def start_run(config: RunConfig, resume: bool) -> Path:
@@ -80,7 +65,8 @@ def train_and_save(config: RunConfig, tokenizer, train, evals, run_dir: Path, re
     model, compute = build_trainable(config, config.train.seed)
     trainable, total = count_parameters(model)
     print(f"method {config.adapter.method}: {trainable:,} trainable of {total:,} parameters, compute {str(compute).removeprefix('torch.')}")
-    setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir)
+    setup = Setup(model, tokenizer.pad_token_id, pick_device(config.model), compute, run_dir,
+                  objectives.get(config.train.objective))
     state = fit(setup, train, evals, config.train, resume=resume, replay=replay)
     save_outputs(run_dir, model, tokenizer, config)
     return {
@@ -102,12 +88,14 @@ def train_and_save(config: RunConfig, tokenizer, train, evals, run_dir: Path, re
     }
 
 
-def run_sft(config: RunConfig, resume: bool = False, plan=None) -> Path:
-    """Train per `config`; returns the run folder. `plan` (hone.plan.estimate.Plan, made before
-    the run) puts its predicted training time beside the measured one in summary.json."""
+def run_sft(config: RunConfig, resume: bool = False, plan=None, data: RunData | None = None) -> Path:
+    """Train per `config`; returns the run folder. `data`: the run's data as the pipeline prepared
+    it (read and tokenized once); without it, it is prepared here. `plan` (hone.plan.estimate.Plan,
+    made before the run) puts its predicted training time beside the measured one in summary.json."""
     run_dir = start_run(config, resume)
     tokenizer = load_tokenizer(config.model)
-    train, evals, reports = prepare_data(config, tokenizer)
+    data = data or prepare_run_data(config.data, config.train.seed, tokenizer)
+    train, evals, reports = data.train, data.evals, data.reports
     for name, report in reports.items():
         print(report.line(name))
     replay = load_replay(config.replay, tokenizer, config.data.max_length)
@@ -120,8 +108,6 @@ def run_sft(config: RunConfig, resume: bool = False, plan=None) -> Path:
     print(f"trained {summary['steps']} steps in {summary['train_seconds']:.1f} s"
           + (f" (planned {planned:.1f} s)" if planned is not None else ""))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if config.eval.compare:
-        compare_with_base(run_dir, config)
     return run_dir
 
 
@@ -132,28 +118,13 @@ def planned_seconds(plan) -> float | None:
     return round(plan.this_machine_train_seconds, 3)
 
 
-def compare_with_base(run_dir: Path, config: RunConfig) -> None:
-    """Every run ends measured against its base model: report.html + report.json in the run folder."""
-    from hone.eval.compare import compare_models, format_comparison_table
-
-    print("\ncomparing with the base model on the held-out examples")
-    report = compare_models(None, str(run_dir), None, run_dir, config.eval)
-    print(format_comparison_table(report))
-    print(f"report: {run_dir / 'report.html'}")
-
-
 def save_outputs(run_dir: Path, model, tokenizer, config: RunConfig) -> None:
-    """Adapter (PEFT format) or full weights (safetensors) at the run folder's top, with the tokenizer."""
-    if config.adapter.method == "full":
-        model.save_pretrained(run_dir, safe_serialization=True)
-    else:
-        model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors
+    """The method's weights (a PEFT adapter, or a whole model) at the run folder's top, with the tokenizer."""
+    get_method(config.adapter.method).save(model, run_dir)
     tokenizer.save_pretrained(run_dir)
 
 
 def last_eval_loss(run_dir: Path) -> float | None:
-    from hone.train.metrics import read_metrics
-
     losses = [r["eval_loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "eval_loss" in r]
     return losses[-1] if losses else None
 

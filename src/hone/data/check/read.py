@@ -10,6 +10,7 @@ from typing import Any
 from hone.data.formats import Example, FormatError, to_example
 from hone.data.io import BadLine, iter_records
 from hone.data.check.report import Finding
+from hone.data.dataset import Loaded, Problem
 
 
 @dataclass
@@ -72,3 +73,11 @@ def mixed_format_findings(data: FileData) -> list[Finding]:
 
 def format_counts(data: FileData) -> dict[str, int]:
     return dict(Counter(e.format for e in data.examples).most_common())
+
+
+def loaded_from(data: FileData, findings: list[Finding]) -> Loaded:
+    """The rows of `data` as training takes them: its examples, and a Problem per unusable row
+    (named by the finding that rejected it), so a run reads each file once."""
+    reasons = {row: f.message for f in findings if f.file == data.path and f.rejects for row in f.rows}
+    problems = [Problem(data.path, row.line, reasons.get(row.line, "unusable row")) for row in data.rows if row.example is None]
+    return Loaded(data.examples, problems)

@@ -11,6 +11,7 @@ from hone.data.check.report import CheckReport, Finding
 from hone.data.check.tokens import length_stats, token_checks
 from hone.data.check.views import SFT_KINDS
 from hone.config import DataArgs
+from hone.data.dataset import Renderings
 from hone.errors import HoneError
 
 
@@ -35,7 +36,12 @@ def check_files(train_path: str | Path, eval_path: str | Path | None = None, tok
     Without a tokenizer, the token checks (too_long, no_trained_tokens, missing_eos) are skipped.
     Raises HoneError only when a file cannot be read at all.
     """
-    args = args or CheckArgs()
+    files, findings = read_files(train_path, eval_path)
+    return check_read(files, findings, tokenizer, max_length, overlength, args)
+
+
+def read_files(train_path: str | Path, eval_path: str | Path | None = None) -> tuple[list[FileData], list[Finding]]:
+    """Each file read once, row by row, with the findings of reading it."""
     if eval_path is not None and Path(eval_path).resolve() == Path(train_path).resolve():
         raise HoneError(f"{eval_path} is both the training and the eval file", "give a separate eval file, or none")
     files, findings = [], []
@@ -44,11 +50,18 @@ def check_files(train_path: str | Path, eval_path: str | Path | None = None, tok
             data, found = read_file(path, role)
             files.append(data)
             findings += found
+    return files, findings
+
+
+def check_read(files: list[FileData], findings: list[Finding], tokenizer=None, max_length: int | None = None,
+               overlength: str = "drop", args: CheckArgs | None = None, render: Renderings | None = None) -> CheckReport:
+    """Every check over files `read_files` read; `render` shares the renderings with training."""
+    args, findings = args or CheckArgs(), list(findings)
     found, clusters = _similarity(files, args)
     findings += found
     stats, notes = {}, []
     for data in files:
-        found, stats[data.role] = _file_checks(data, tokenizer, max_length, overlength, args)
+        found, stats[data.role] = _file_checks(data, tokenizer, max_length, overlength, args, render)
         findings += found
     if tokenizer is None:
         notes.append("token checks (too_long, no_trained_tokens, missing_eos) skipped: no tokenizer")
@@ -69,7 +82,8 @@ def _similarity(files: list[FileData], args: CheckArgs) -> tuple[list[Finding], 
     return findings, similarity.largest_clusters(groups, files[0].path)
 
 
-def _file_checks(data: FileData, tokenizer, max_length: int | None, overlength: str, args: CheckArgs) -> tuple[list[Finding], dict]:
+def _file_checks(data: FileData, tokenizer, max_length: int | None, overlength: str, args: CheckArgs,
+                 render: Renderings | None = None) -> tuple[list[Finding], dict]:
     examples = data.examples
     findings = content.pii_findings(data)
     stats = {"roles": content.role_counts(data), "lengths": length_stats(content.word_length_stats(examples), "words")}
@@ -77,7 +91,7 @@ def _file_checks(data: FileData, tokenizer, max_length: int | None, overlength: 
         findings += content.low_count_findings(data) + content.format_findings(data)
         stats |= {"prompt_diversity": content.prompt_diversity(examples), "labels": content.label_stats(examples)}
     if tokenizer is not None:
-        found, token_stats = token_checks(tokenizer, data, max_length or DataArgs().max_length, overlength)
+        found, token_stats = token_checks(tokenizer, data, max_length or DataArgs().max_length, overlength, render)
         findings += found
         stats |= {key: value for key, value in token_stats.items() if value is not None}
     return findings, stats

@@ -33,6 +33,12 @@ def group_examples(files: list[FileData], threshold: float, num_perm: int, shing
         for example in data.examples:
             examples.append(example)
             owners.append(data.path)
+    exact, cluster = duplicate_ids(examples, threshold, num_perm, shingle_words)
+    return Groups(examples, owners, exact, cluster)
+
+
+def duplicate_ids(examples: list[Example], threshold: float, num_perm: int, shingle_words: int) -> tuple[list[int], list[int]]:
+    """(exact-duplicate key id, near-duplicate cluster id) of each example."""
     key_ids: dict[str, int] = {}
     exact = [key_ids.setdefault(exact_key(e), len(key_ids)) for e in examples]
     representative = {}
@@ -40,7 +46,7 @@ def group_examples(files: list[FileData], threshold: float, num_perm: int, shing
         representative.setdefault(key, index)
     reps = list(representative.values())  # key id k's representative is reps[k]
     labels = near_duplicate_groups([content_text(examples[i]) for i in reps], threshold, num_perm, shingle_words)
-    return Groups(examples, owners, exact, [int(labels[key]) for key in exact])
+    return exact, [int(labels[key]) for key in exact]
 
 
 def _members(ids: list[int]) -> dict[int, list[int]]:

@@ -10,8 +10,8 @@ import numpy as np
 
 from hone.data.check.read import FileData
 from hone.data.check.report import Finding
-from hone.data.dataset import LengthReport, apply_length_policy
-from hone.data.render import IGNORE, RenderError, Tokenized, render_example
+from hone.data.dataset import LengthReport, Renderings, apply_length_policy
+from hone.data.render import IGNORE, RenderError, Tokenized
 from hone.data.check.views import SFT_KINDS
 
 END_MARKERS = ("end", "eot", "eos", "</s>")  # special tokens that close a turn: <|im_end|>, <|eot_id|>, <end_of_turn>, ...
@@ -35,8 +35,11 @@ def trained_runs_end_with(item: Tokenized, ends: set[int]) -> bool:
     return True
 
 
-def token_checks(tokenizer, data: FileData, max_length: int, policy: str) -> tuple[list[Finding], dict]:
-    """`render`, `too_long`, `no_trained_tokens` and `missing_eos` findings, plus length statistics."""
+def token_checks(tokenizer, data: FileData, max_length: int, policy: str,
+                 render: Renderings | None = None) -> tuple[list[Finding], dict]:
+    """`render`, `too_long`, `no_trained_tokens` and `missing_eos` findings, plus length statistics.
+    `render`: the run's renderings, so that training reuses what the checks rendered."""
+    render = render or Renderings(tokenizer)
     report = LengthReport(policy=policy, max_length=max_length)
     ends = end_of_turn_ids(tokenizer)
     lengths, over, empty, no_eos, findings = [], [], [], [], []
@@ -44,7 +47,7 @@ def token_checks(tokenizer, data: FileData, max_length: int, policy: str) -> tup
         if example.kind not in SFT_KINDS:
             continue
         try:
-            item = render_example(tokenizer, example)
+            item = render(example)
         except RenderError as exc:
             findings.append(Finding("render", "error", data.path, [example.line], str(exc), rejects=True))
             continue
