@@ -337,7 +337,7 @@ def trl_variants(device: torch.device, quick: bool, fast: str = "bf16") -> list[
     bf16 CPU plain fp32 padding too; TRL's best is whichever is fastest in full."""
     base = [f"{b}-{fast}" for b in ("padding", "padding_free", "packing")] + [f"packing-{fast}-gc"]
     if quick:
-        return [f"padding-{fast}", f"packing-{fast}"]
+        return list(dict.fromkeys(["padding-fp32", f"packing-{fast}"]))
     if device.type != "cpu":
         return base[:3]
     return (["padding-fp32"] if fast == "bf16" else []) + base
@@ -389,10 +389,12 @@ def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], t
     (work / "spec.json").write_text(json.dumps(asdict(spec)))
     make_model(work / "model", spec)
     lengths = sorted(len(ex["input_ids"]) for ex in train)
-    peak = matmul_peak(device, torch.bfloat16)
+    fast = os.environ.get("HONE_BENCH_DTYPE", "bf16")
+    peak_dtype = torch.float32 if fast == "fp32" else torch.bfloat16  # MFU against the dtype both systems train in
+    peak = matmul_peak(device, peak_dtype)
     print(f"data: {len(train)} train examples, length median {lengths[len(lengths) // 2]} max {lengths[-1]}, "
           f"{trained_tokens(train)} trained tokens; model {n_params(work / 'model') / 1e6:.1f}M params; "
-          f"bf16 matmul peak {peak / 1e9:.0f} GFLOP/s on {device}, {threads} threads", flush=True)
+          f"{fast} matmul peak {peak / 1e9:.0f} GFLOP/s on {device}, {threads} threads", flush=True)
     print(f"ranking TRL configurations on {len(probe)} examples ({trained_tokens(probe)} trained tokens):", flush=True)
     probes = [measure("trl", v, work, "probe", probe, spec, peak, threads) for v in variants]
     ranked = [r for r in probes if "error" not in r]
@@ -411,11 +413,11 @@ def run_all(work: Path, spec: Spec, device: torch.device, variants: list[str], t
     trl = max(finals, key=lambda r: r.get("tokens_per_s", 0))
     best = trl["variant"]
     rows = [trl, fastest(runs["hone"])]
-    peak = max(peak, matmul_peak(device, torch.bfloat16))  # the better of two probes: contention varies
+    peak = max(peak, matmul_peak(device, peak_dtype))  # the better of two probes: contention varies
     for row in probes + finals + rows[1:]:
         if "seconds" in row:
             row["mfu"] = row["flops"] / row["seconds"] / peak
-    return {"device": str(device), "threads": threads, "peak_flops": peak, "trained_tokens": trained_tokens(train),
+    return {"device": str(device), "threads": threads, "peak_flops": peak, "dtype": fast, "trained_tokens": trained_tokens(train),
             "probe_tokens": trained_tokens(probe), "probes": probes, "finalists": finals, "rows": rows, "runs": runs, "repeats": repeats,
             "best_trl": best, "spec": asdict(spec)}
 
@@ -467,7 +469,7 @@ HEADER = f"{'system':<24} {'tok/s':>10} {'peak MB':>10} {'eval loss':>9} {'MFU':
 
 
 def print_table(results: dict, device) -> None:
-    print(f"\nSFT throughput on {results['device']} ({results['threads']} threads; MFU against a measured bf16 "
+    print(f"\nSFT throughput on {results['device']} ({results['threads']} threads; MFU against a measured {results.get('dtype', 'bf16')} "
           f"matmul peak of {results['peak_flops'] / 1e9:.0f} GFLOP/s; tok/s = trained (labelled) tokens per second)")
     print(f"\nTRL configurations, ranked on {results['probe_tokens']} trained tokens:")
     print(HEADER)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,9 @@ def test_quick_benchmark_prints_the_table(tmp_path):
                              "--workdir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     out = result.stdout
-    for text in ("TRL configurations, ranked", "trl padding-fp32", "trl packing-bf16", "hone default", "hone / TRL best: tokens/s"):
+    fast = _bench_module().fast_dtype(torch.device("cpu"), "auto")  # bf16 where this CPU is faster in it, else fp32
+    for text in ("machine: ", "TRL configurations, ranked", "trl padding-fp32", f"trl packing-{fast}", "hone default",
+                 "hone / TRL best: tokens/s"):
         assert text in out, text
 
 
@@ -43,5 +46,7 @@ def test_trl_variants_set_gradient_checkpointing_explicitly(tmp_path):
     assert fast.gradient_checkpointing is False and lean.gradient_checkpointing is True
     assert fast.packing and fast.bf16 and not bench.trl_config(tmp_path, bench.Spec(), "padding-fp32", cpu).bf16
     assert {"packing-bf16", "packing-bf16-gc"} <= set(bench.trl_variants(cpu, quick=False))
+    fp32 = bench.trl_variants(cpu, quick=False, fast="fp32")  # a CPU without fast bf16: TRL in fp32 too
+    assert {"padding_free-fp32", "packing-fp32", "packing-fp32-gc"} <= set(fp32) and not any("bf16" in v for v in fp32)
     with pytest.raises(ValueError, match="unknown TRL variant"):
         bench.trl_config(tmp_path, bench.Spec(), "packing-bf16-fast", cpu)

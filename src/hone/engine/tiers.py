@@ -141,9 +141,19 @@ def describe_machine() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    import torch
+
     flags = cpu_flags()
+    limits = {name: os.environ[name] for name in ISA_LIMITS if os.environ.get(name)}
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "vector_extensions": [f for f in VECTOR_FLAGS if f in flags],
-            "kernel_tier": active(), "best_tier": best(), "python": platform.python_version(), "versions": versions}
+            "kernel_tier": active(), "best_tier": best(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_limits": limits, "python": platform.python_version(), "versions": versions}
+
+
+# Environment variables that hold torch's own kernels below the CPU's best instruction set:
+# set together, they make an AVX-512/AMX machine compute as an AVX2-only one (how hone measures
+# the AVX2 tier end to end without such a machine; docs/engine.md).
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def machine_line() -> str:
@@ -151,4 +161,6 @@ def machine_line() -> str:
     d = describe_machine()
     libs = ", ".join(f"{k} {v}" for k, v in d["versions"].items() if v)
     return (f"machine: {d['cpu']}, {d['cores']} cores; vector extensions: {' '.join(d['vector_extensions']) or 'none'}; "
-            f"kernel tier {d['kernel_tier']} (best here {d['best_tier']}); Python {d['python']}; {libs}")
+            f"kernel tier {d['kernel_tier']} (best here {d['best_tier']}); torch kernels {d['torch_cpu_capability']}"
+            + (f" (limited by {' '.join(f'{k}={v}' for k, v in d['isa_limits'].items())})" if d["isa_limits"] else "")
+            + f"; Python {d['python']}; {libs}")
