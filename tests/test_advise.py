@@ -80,3 +80,31 @@ def test_questionnaire_reads_answers():
     raw = ask(lambda prompt: next(replies))
     advice = advise(build_answers(raw))
     assert advice.recommendation == "fine-tuning" and advice.method == "qlora"
+
+
+def test_n_examples_flag_takes_a_number_or_a_dataset(tmp_path, chat_file, capsys):
+    from hone.cli import main
+
+    assert main(["advise", "--goal", "format", "--gpu-memory-gb", "24", "--n-examples", "800", "--json"]) == 0
+    assert "800 examples" in json.loads(capsys.readouterr().out)["reasons"][0]
+    assert main(["advise", "--goal", "format", "--gpu-memory-gb", "24", "--n-examples", str(chat_file), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recommendation"] == "fine-tuning" and "64 examples" in out["reasons"][0]
+    assert main(["advise", "--goal", "format", "--n-examples", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0  # one line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n{\"also\": \"unrecognised\"}\n")
+    assert main(["advise", "--goal", "format", "--n-examples", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.jsonl: no usable examples (first problem, line 1" in err
+
+
+def test_distillation_prints_a_note_that_the_config_is_plain_lora(capsys):
+    from hone.cli import main
+
+    flags = ["advise", "--goal", "format", "--n-examples", "800", "--gpu-memory-gb", "80", "--model-params-b", "70"]
+    assert main([*flags, "--low-latency", "yes"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "until distillation lands" in notes[0] and "plain LoRA on model.path" in notes[0]
+    assert main(flags) == 0
+    assert "note: " not in capsys.readouterr().out

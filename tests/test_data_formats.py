@@ -139,6 +139,23 @@ def test_null_fields_from_parquet_are_dropped(tmp_path):
     assert findings == [] and [e.messages for e in data.examples][1] == CHAT
 
 
+def test_gzipped_parquet_is_decompressed(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+    from hone.data.check.read import read_file
+    from hone.errors import HoneError
+
+    plain = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"messages": CHAT}, {"messages": CHAT[1:]}]), plain)
+    packed = tmp_path / "d.parquet.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    data, findings = read_file(packed, "train")
+    assert findings == [] and [e.messages for e in data.examples][0] == CHAT and len(data.examples) == 2
+    (tmp_path / "bad.parquet.gz").write_bytes(plain.read_bytes())  # named .gz, not gzipped
+    with pytest.raises(HoneError, match="bad.parquet.gz: not a readable parquet file"):
+        read_file(tmp_path / "bad.parquet.gz", "train")
+
+
 def test_every_file_type_is_read(tmp_path):
     from hone.data.check.read import read_file
 

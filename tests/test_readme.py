@@ -1,4 +1,5 @@
-"""`.ci/run` must run the README's own install and test commands, so CI fails where a user would."""
+"""The README's two commands are what CI runs, and the long form installs what `make` installs,
+so CI fails where a user would."""
 
 import re
 from pathlib import Path
@@ -6,17 +7,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def readme_commands() -> list[str]:
+def readme_blocks() -> list[list[str]]:
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    return [line.strip() for block in blocks[:3] for line in block.splitlines() if line.strip()]
+    return [[line.strip() for line in block.splitlines() if line.strip()] for block in blocks]
 
 
-def test_ci_runs_the_readme_install_and_test_commands_verbatim():
-    install, quickstart, test = readme_commands()[:3]
-    assert install.startswith("pip install torch==2.13.0")
-    assert quickstart.startswith("hone quickstart")
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert install in ci and test in ci
+def test_the_two_commands_come_first_and_ci_runs_the_test_command_verbatim():
+    blocks = readme_blocks()
+    assert blocks[0] == ["make quickstart"] and blocks[1] == ["make test"]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in ci
+
+
+def test_make_and_the_long_form_install_the_same_pinned_set():
+    install, quickstart, test = readme_blocks()[2]
+    assert install == 'pip install torch==2.13.0 -c constraints.txt -e ".[dev]"'
+    assert quickstart.startswith("hone quickstart") and test == "python -m pytest -q"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet " + install.removeprefix("pip install ") in makefile
+    assert "-m pytest -q" in makefile and "hone quickstart --out" in makefile
 
 
 def test_install_pins_the_cpu_torch_and_the_package_admits_it():
