@@ -66,3 +66,17 @@ def test_remote_code_is_off_by_default(tmp_path):
     (folder / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(HoneError, match="trust_remote_code"):
         load_model(ModelArgs(path=str(folder)))
+
+
+def test_adapter_libraries_are_imported_with_the_hub_offline(monkeypatch):
+    """bitsandbytes asks the hub for a kernel when imported on AVX512-BF16 CPUs: hone imports
+    it (through PEFT) with the hub in offline mode, then puts the mode back."""
+    import huggingface_hub.constants as hub
+
+    import hone.model.offline as offline
+
+    seen = []
+    monkeypatch.setattr(offline.importlib, "import_module", lambda name: seen.append((name, hub.HF_HUB_OFFLINE)))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    offline.import_adapter_libraries.__wrapped__()
+    assert seen == [("peft", True)] and hub.HF_HUB_OFFLINE is False

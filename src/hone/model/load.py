@@ -14,6 +14,7 @@ import torch
 
 from hone.config import EMBEDDED, ModelArgs
 from hone.errors import HoneError
+from hone.model.offline import import_adapter_libraries
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EMBEDDED_MODEL = ASSETS / "base_model"
@@ -169,6 +170,8 @@ def load_model(args: ModelArgs, quantize_4bit: bool = False, weights_dtype: torc
     `quantize_4bit` stores linear layers as 4-bit NF4 (QLoRA) via bitsandbytes.
     """
     from transformers import AutoModelForCausalLM
+
+    import_adapter_libraries()  # before anything imports bitsandbytes: no hub request at its import
 
     source = resolve_model_path(args.path)
     check_weights(source, args)

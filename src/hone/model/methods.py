@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from hone.errors import HoneError
 from hone.registry import Registry
 from hone.model.load import load_model
+from hone.model.offline import import_adapter_libraries
 
 if TYPE_CHECKING:
     from hone.config import AdapterArgs, ModelArgs
@@ -116,6 +117,7 @@ def full_size(arch: Arch, settings: MemorySettings) -> Sizing:
 
 def add_lora(model, args: AdapterArgs):
     """Freeze the base and add rank-`lora_rank` matrices to the targeted linear layers (PEFT)."""
+    import_adapter_libraries()  # PEFT imports bitsandbytes: with the hub offline
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
@@ -130,6 +132,7 @@ def save_adapter(model, run_dir: Path) -> None:
 
 def load_adapter_run(run_dir: Path, base_args: ModelArgs, quantize_4bit: bool = False):
     """The base as the run trained it (4-bit for QLoRA) with the run's adapter on top."""
+    import_adapter_libraries()
     from peft import PeftModel
 
     base = load_model(base_args, quantize_4bit=quantize_4bit)
@@ -145,6 +148,7 @@ def load_adapter_run(run_dir: Path, base_args: ModelArgs, quantize_4bit: bool = 
 
 
 def merge_adapter(base, run_dir: Path):
+    import_adapter_libraries()
     from peft import PeftModel
 
     return PeftModel.from_pretrained(base, str(run_dir)).merge_and_unload()

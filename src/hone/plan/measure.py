@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hone.config import RunConfig
 from hone.data.render import IGNORE, Tokenized
+from hone.model.offline import import_adapter_libraries
 from hone.train.loop import Setup, build_optimizer, train_step
 from hone.train.sft import build_trainable
 
@@ -76,8 +77,7 @@ def _synthetic_batch(batch_size: int, seq_len: int, vocab: int, trained_fraction
 
 def _import_libraries(model_dir: str) -> None:
     """Import everything loading and training will import, so the baseline already holds library code."""
-    import bitsandbytes  # noqa: F401  (PEFT imports it for QLoRA)
-    import peft  # noqa: F401
+    import_adapter_libraries()  # PEFT and the bitsandbytes it imports, with the hub offline
     from transformers import AutoConfig, AutoModelForCausalLM
 
     AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_dir))]  # imports the modeling module
