@@ -48,10 +48,7 @@ def prepare_training_data(config: RunConfig, check: bool = True, force: bool = F
     """The run's data, prepared once: each file read once, the data doctor run over those rows
     (refusing error findings unless `force`), then split and tokenized, reusing what the checks
     rendered. The plan, training and the comparison all take the result."""
-    tokenizer, render, files, findings = read_training_data(config)
-    if check:
-        refuse_errors(config, check_read(files, findings, tokenizer, config.data.max_length, config.data.overlength,
-                                         render=render), force)
+    tokenizer, render, files, findings = check_training_data(config, force) if check else read_training_data(config)
     loaded = {data.path: loaded_from(data, findings) for data in files}
     return prepare_run_data(config.data, config.train.seed, tokenizer, loaded, render)
 
@@ -75,11 +72,13 @@ def refuse_errors(config: RunConfig, report, force: bool) -> None:
                         f"`hone check {config.data.train} --fix CLEAN.jsonl` removes bad rows; --force trains anyway")
 
 
-def check_training_data(config: RunConfig, force: bool) -> None:
-    """Run the data doctor on data.train/data.eval; refuse error-level findings unless forced."""
-    tokenizer, render, files, findings = read_training_data(config)
+def check_training_data(config: RunConfig, force: bool):
+    """Run the data doctor on data.train/data.eval; refuse error-level findings unless forced.
+    Returns what `read_training_data` read, for the run to go on with."""
+    read = tokenizer, render, files, findings = read_training_data(config)
     refuse_errors(config, check_read(files, findings, tokenizer, config.data.max_length, config.data.overlength,
                                      render=render), force)
+    return read
 
 
 def compare_with_base(run_dir: Path, config: RunConfig, examples: list | None = None) -> None:

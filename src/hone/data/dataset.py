@@ -142,4 +142,3 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int, polic
         if fitted is not None:
             items.append(fitted)
     return items, report
-

@@ -27,10 +27,14 @@ class BadLine(Exception):
         super().__init__(f"line {line}: {reason}")
 
 
-def open_text(path: Path):
-    """Text with a leading byte-order mark dropped (`utf-8-sig`: spreadsheet exports write one)."""
+def require_file(path: Path) -> None:
     if not path.is_file():
         raise HoneError(f"data file not found: {path}", "check the path")
+
+
+def open_text(path: Path):
+    """Text with a leading byte-order mark dropped (`utf-8-sig`: spreadsheet exports write one)."""
+    require_file(path)
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
     # Undecodable bytes become U+FFFD so one bad line is reported instead of ending the read.
@@ -38,8 +42,7 @@ def open_text(path: Path):
 
 
 def open_binary(path: Path):
-    if not path.is_file():
-        raise HoneError(f"data file not found: {path}", "check the path")
+    require_file(path)
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
@@ -181,8 +184,7 @@ def _iter_parquet(path: Path):
         import pyarrow.parquet as pq
     except ImportError:
         raise HoneError(f"{path}: reading parquet needs pyarrow", "pip install pyarrow") from None
-    if not path.is_file():
-        raise HoneError(f"data file not found: {path}", "check the path")
+    require_file(path)
     try:
         # Parquet needs random access (its footer comes last), so a .gz is decompressed into memory first.
         source = pa.BufferReader(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path

@@ -23,6 +23,8 @@ class RunData:
     train: list[Tokenized]
     evals: list[Tokenized]
     reports: dict[str, LengthReport]
+    tokenizer: object
+    """The tokenizer that rendered them (the run saves it, and renders its replay data with it)."""
 
 
 def prepare_run_data(args: DataArgs, seed: int, tokenizer, loaded: dict[str, Loaded] | None = None,
@@ -48,4 +50,4 @@ def prepare_run_data(args: DataArgs, seed: int, tokenizer, loaded: dict[str, Loa
     if not train:
         raise HoneError(f"{args.train}: no example is left to train on after the length policy",
                         "raise data.max_length or set data.overlength=truncate")
-    return RunData(train_examples, eval_examples, train, evals, {"train": train_report, "eval": eval_report})
+    return RunData(train_examples, eval_examples, train, evals, {"train": train_report, "eval": eval_report}, tokenizer)

@@ -48,6 +48,7 @@ from torch import nn
 
 from hone.engine import kernels
 from hone.engine.heap import give_back_free_memory
+from hone.engine.reroute import reroute
 
 log = logging.getLogger(__name__)
 
@@ -599,41 +600,24 @@ def _install(model, undo: list) -> int:
     return patched
 
 
-def _reroute(module, forward, undo: list) -> None:
-    """module.forward = forward until undone; undoing puts back exactly what was there."""
-    previous = module.__dict__.get("forward", _ABSENT)
-    module.__dict__["forward"] = forward
-
-    def restore():
-        if previous is _ABSENT:
-            module.__dict__.pop("forward", None)  # gone already (another library reset it): nothing to undo
-        else:
-            module.__dict__["forward"] = previous
-
-    undo.append(restore)
-
-
-_ABSENT = object()
-
-
 def _install_one(module, inside: set, undo: list) -> int:
     """Reroute `module` (or its projections) where it is one this file runs; the count rerouted."""
     if _swiglu_lora_mlp(module):
-        _reroute(module, _swiglu_forward(module, undo), undo)
+        reroute(module, _swiglu_forward(module, undo), undo)
         inside.update(id(m) for m in module.modules())
         return 1
     patched = 0
     group = _shared_input_group(module)
     if group is not None:
         for projection, forward in zip(group, _group_forwards(group, undo)):
-            _reroute(projection, forward, undo)
+            reroute(projection, forward, undo)
             inside.add(id(projection))
             patched += 1
     name = _plain_lora(module)
     if name is not None:
-        _reroute(module, _forward_for(module, name), undo)
+        reroute(module, _forward_for(module, name), undo)
         return patched + 1
     if _plain_rms_norm(module):
-        _reroute(module, _rms_norm_forward(module), undo)
+        reroute(module, _rms_norm_forward(module), undo)
         return patched + 1
     return patched

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from hone.data.collate import PACK_MULTIPLE, row_length
+from hone.engine.reroute import reroute
 
 SLOT = "_hone_wanted_rows"  # on the decoder while pruning is installed: the rows of this forward
 
@@ -45,9 +46,8 @@ def pruned_last_mlp(model):
             or getattr(last, "_compiled_call_impl", None) is not None:
         yield False
         return
-    wanted = _Wanted()
-    previous = mlp.__dict__.get("forward")  # hone's fused forward, when installed before us
-    forward = mlp.forward
+    wanted, undo = _Wanted(), []
+    forward = mlp.forward  # hone's fused forward, when installed before us
 
     def on_wanted_rows(x):
         index = wanted.index
@@ -59,16 +59,14 @@ def pruned_last_mlp(model):
         out = forward(flat.index_select(0, index))
         return out.new_zeros(flat.shape[0], out.shape[-1]).index_copy(0, index, out).view(*x.shape[:-1], out.shape[-1])
 
-    mlp.forward = on_wanted_rows
+    reroute(mlp, on_wanted_rows, undo)
     decoder.__dict__[SLOT] = wanted
     try:
         yield True
     finally:
         decoder.__dict__.pop(SLOT, None)
-        if previous is None:
-            mlp.__dict__.pop("forward", None)
-        else:
-            mlp.__dict__["forward"] = previous
+        for action in reversed(undo):
+            action()
 
 
 @contextlib.contextmanager

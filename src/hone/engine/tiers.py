@@ -23,6 +23,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from hone.versions import installed_version
+
 
 @dataclass(frozen=True)
 class Tier:
@@ -56,26 +58,26 @@ def by_name(name: str) -> Tier:
 
 
 @functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where the file is absent)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is absent)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    """The CPU's feature flags as Linux lists them (`Features` on Arm)."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
-@functools.cache
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def why_not(tier: Tier | str) -> str | None:
@@ -133,14 +135,8 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_b
 
 def describe_machine() -> dict:
     """What every published number must say about the machine that made it."""
-    import importlib.metadata as metadata
-
-    versions = {}
-    for package in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = {package: installed_version(package)
+                for package in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate")}
     import torch
 
     flags = cpu_flags()

@@ -93,9 +93,8 @@ def run_sft(config: RunConfig, resume: bool = False, plan=None, data: RunData | 
     it (read and tokenized once); without it, it is prepared here. `plan` (hone.plan.estimate.Plan,
     made before the run) puts its predicted training time beside the measured one in summary.json."""
     run_dir = start_run(config, resume)
-    tokenizer = load_tokenizer(config.model)
-    data = data or prepare_run_data(config.data, config.train.seed, tokenizer)
-    train, evals, reports = data.train, data.evals, data.reports
+    data = data or prepare_run_data(config.data, config.train.seed, load_tokenizer(config.model))
+    tokenizer, train, evals, reports = data.tokenizer, data.train, data.evals, data.reports
     for name, report in reports.items():
         print(report.line(name))
     replay = load_replay(config.replay, tokenizer, config.data.max_length)
