@@ -1,0 +1,165 @@
+"""Prompt tuning (Lester et al. 2021) and prefix tuning (Li & Liang 2021) over PEFT: trained
+vectors every example sees before its first token, as input embeddings (prompt) or as
+keys and values in every attention layer (prefix). Saved in PEFT's format.
+
+PEFT puts them in front of the batch inside `PeftModel.forward`, but hone's loss calls the
+decoder directly (`hone.train.loss`), and its batches are often packed: one row of several
+examples, each of which must see the virtual tokens as if it were alone. So the decoder
+itself gets them, from a pair of hooks: before its forward, the batch (packed or right-
+padded) becomes padded rows, one per example, with PEFT's own `get_prompt` in front
+(prompt: N embeddings and N more positions; prefix: a cache of N keys and values per layer,
+real positions shifted by N); after it, the hidden states go back to the caller's layout
+and the virtual positions are dropped. Within the call the attention is plain SDPA with
+the padding mask, whatever the speed layer installed (its packed kernels see no masks).
+PEFT's own paths (generation, `PeftModel.forward`) pass `inputs_embeds` or a non-empty
+cache, and the hooks leave those calls alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hone.errors import HoneError
+from hone.model.offline import import_adapter_libraries
+from hone.model.sizing import Sizing, set_rates
+
+PACKING_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+PLAIN_ATTENTION = "sdpa"
+
+
+def add_prompt_tuning(model, args):
+    """Freeze the base; N trained input embeddings start as embeddings of random vocabulary tokens."""
+    import_adapter_libraries()
+    from peft import PromptTuningConfig
+
+    config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.num_virtual_tokens,
+                                prompt_tuning_init="SAMPLE_VOCAB")
+    return _wrapped(model, config, args)
+
+
+def add_prefix_tuning(model, args):
+    """Freeze the base; N trained keys and values per attention layer."""
+    import_adapter_libraries()
+    from peft import PrefixTuningConfig
+
+    return _wrapped(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.num_virtual_tokens), args)
+
+
+def _wrapped(model, config, args):
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, config)
+    install_virtual_tokens(peft_model)
+    set_rates(peft_model, args, DEFAULT_LR_RATIO)
+    return peft_model
+
+
+DEFAULT_LR_RATIO = 10.0
+"""Virtual tokens train at 10x the run's learning rate unless `adapter.lr_ratio` says otherwise:
+a few thousand parameters steering a frozen model need larger steps than LoRA (prompt tuning's
+paper used 0.3 with Adafactor)."""
+
+
+def install_virtual_tokens(peft_model) -> None:
+    """Hooks on `peft_model`'s decoder that put its virtual tokens before every example of a
+    batch the decoder is called with directly (see the module docstring)."""
+    decoder = getattr(peft_model.get_base_model(), "model", None)
+    if decoder is None:
+        raise HoneError("prompt or prefix tuning: this model has no decoder module (`.model`)", "use adapter.method=lora")
+    call = _Call(peft_model)
+    decoder.register_forward_pre_hook(call.before, with_kwargs=True)
+    decoder.register_forward_hook(call.after, with_kwargs=True)
+
+
+class _Call:
+    """The layout of the decoder call in flight, from `before` to `after`."""
+
+    def __init__(self, peft_model):
+        self.model = peft_model
+        self.active = False
+        self.rows = self.index = None  # padded rows -> the caller's flat positions
+        self.packed = False
+        self.attention: list = []
+
+    @property
+    def config(self):
+        return self.model.active_peft_config
+
+    def before(self, decoder, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5 renamed past_key_values
+        if ids is None or kwargs.get("inputs_embeds") is not None or (cache is not None and cache.get_seq_length() > 0):
+            return None  # PEFT's own forward or a later generation step: the virtual tokens are there already
+        self.active, self.packed = True, "cu_seq_lens_q" in kwargs
+        rows, mask = self._rows(ids, kwargs)
+        n, (batch, length) = self.config.num_virtual_tokens, rows.shape
+        new = {k: v for k, v in kwargs.items()
+               if k not in PACKING_KEYS + ("input_ids", "position_ids", "attention_mask", "cache", "past_key_values")}
+        positions = torch.arange(length, device=rows.device).expand(batch, -1)
+        if self.config.peft_type == "PREFIX_TUNING":
+            new.update(input_ids=rows, cache=self.model.get_prompt(batch), position_ids=positions + n)
+        else:
+            embeds = decoder.get_input_embeddings()(rows)
+            prompts = self.model.get_prompt(batch).to(embeds.dtype)
+            new.update(inputs_embeds=torch.cat([prompts, embeds], dim=1),
+                       position_ids=torch.arange(n + length, device=rows.device).expand(batch, -1))
+        new["attention_mask"] = torch.cat([mask.new_ones(batch, n), mask], dim=1)
+        self._plain_attention(decoder)
+        return (), new
+
+    def _rows(self, ids: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(padded rows B' x L, their mask): a packed row is cut into one row per example."""
+        if not self.packed:
+            mask = kwargs.get("attention_mask")
+            self.index = None
+            return ids, (torch.ones_like(ids) if mask is None else mask)
+        bounds = kwargs["cu_seq_lens_q"].tolist()
+        lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+        width = max(lengths)
+        # flat positions of the padded rows that hold the caller's tokens, in the caller's order
+        self.index = torch.cat([torch.arange(length, device=ids.device) + row * width for row, length in enumerate(lengths)])
+        flat = ids.new_zeros(len(lengths) * width).index_copy(0, self.index, ids.reshape(-1))
+        mask = torch.zeros(len(lengths) * width, dtype=torch.long, device=ids.device).index_fill(0, self.index, 1)
+        return flat.view(len(lengths), width), mask.view(len(lengths), width)
+
+    def _plain_attention(self, decoder) -> None:
+        configs = [m.config for m in decoder.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")]
+        self.attention = [(c, c._attn_implementation) for c in {id(c): c for c in configs}.values()]
+        for config, _ in self.attention:
+            config._attn_implementation = PLAIN_ATTENTION
+
+    def after(self, decoder, args, kwargs, output):
+        if not self.active:
+            return None
+        self.active = False
+        for config, name in self.attention:
+            config._attn_implementation = name
+        hidden = output.last_hidden_state  # B', (N +) L, C
+        if self.config.peft_type != "PREFIX_TUNING":
+            hidden = hidden[:, self.config.num_virtual_tokens:]
+        if self.packed:
+            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index).unsqueeze(0)  # 1, T, C
+        output.last_hidden_state = hidden
+        for name in ("cache", "past_key_values"):
+            if getattr(output, name, None) is not None:
+                setattr(output, name, None)  # it holds the virtual positions: no caller's cache
+        return output
+
+
+def refuse_merge(base, run_dir):
+    raise HoneError(f"{run_dir} holds trained virtual tokens (prompt or prefix tuning), which are inputs, not weights: "
+                    "there is nothing in the base's matrices to fold them into",
+                    "use the run folder itself: hone eval, hone compare and hone chat load it over its base")
+
+
+def prompt_size(arch, settings) -> Sizing:
+    n = settings.adapter.num_virtual_tokens if settings.adapter is not None else 20
+    return Sizing(trainable=n * arch.hidden, added=n * arch.hidden, saved_per_token=0.0)
+
+
+def prefix_size(arch, settings) -> Sizing:
+    """A key and a value of every key/value head per layer, for each virtual token."""
+    n = settings.adapter.num_virtual_tokens if settings.adapter is not None else 20
+    params = n * arch.layers * 2 * arch.kv_heads * arch.head_dim
+    return Sizing(trainable=params, added=params, saved_per_token=0.0)
