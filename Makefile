@@ -8,11 +8,17 @@ PYTHON ?= python3
 VENV := .venv
 OUT ?= runs/quickstart
 STAMP := $(VENV)/.installed
+# llama-cpp-python (a dev dependency: the GGUF tests run exported files in llama.cpp) builds only its library
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 
-.PHONY: quickstart test clean-venv
+.PHONY: quickstart test ui clean-venv
 
 quickstart: $(STAMP)
 	$(VENV)/bin/hone quickstart --out $(OUT)
+
+# the web UI on http://127.0.0.1:7860/ (hone ui --help for --host, --port, --auth, --runs)
+ui: $(STAMP)
+	$(VENV)/bin/hone ui
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
@@ -21,7 +27,7 @@ test: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11) and "hone needs Python 3.11 or newer: set PYTHON=python3.11")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet torch==2.13.0 -c constraints.txt -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/pip install --quiet torch==2.13.0 -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 clean-venv:

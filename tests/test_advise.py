@@ -76,7 +76,7 @@ def test_cli_json_and_dataset_counting(tmp_path, chat_file, capsys):
 def test_questionnaire_reads_answers():
     from hone.plan.commands import ask, build_answers
 
-    replies = iter(["n", "", "style", "no", "700", "y", "n", "n", "12", "7", "", "", "y"])
+    replies = iter(["n", "", "style", "no", "700", "y", "n", "n", "12", "7", "", "", "y", "", "", ""])
     raw = ask(lambda prompt: next(replies))
     advice = advise(build_answers(raw))
     assert advice.recommendation == "fine-tuning" and advice.method == "qlora"

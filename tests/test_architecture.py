@@ -20,7 +20,9 @@ one layer know nothing of each other.
     eval, plan, export             eval reuses train's `evaluate` and reads its metrics; plan
                                    times train's own steps; export merges a run's adapter
     pipeline                       commands that walk several stages (`hone train`, `hone check`)
+    serve                          `hone serve`: loads models (model), renders prompts (data), stop tokens (eval)
     quickstart                     `hone quickstart`: the pipeline on the embedded model and demo task
+    ui                             `hone ui`: the web page over the commands (training in a process of its own)
     cli                            parses and dispatches
     __main__                       `python -m hone`
 
@@ -45,8 +47,8 @@ LAYERS = [
     {"engine"},
     {"train"},
     {"eval", "plan", "export"},
-    {"pipeline"},
-    {"quickstart"},
+    {"pipeline", "serve"},
+    {"quickstart", "ui"},
     {"cli"},
     {"__main__"},
 ]

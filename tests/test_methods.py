@@ -81,7 +81,7 @@ def arch(tiny_llama):
 
 
 def test_unknown_method_names_the_key_and_the_known_ones():
-    with pytest.raises(HoneError, match=r"adapter\.method.*full, lora, qlora"):
+    with pytest.raises(HoneError, match=r"adapter\.method.*full, ia3, lora, prefix_tuning, prompt_tuning, qlora"):
         methods.get("prefix")
     with pytest.raises(HoneError, match=r"adapter\.method"):
         resolve_config("adapter.method=prefix", [], resume=None)

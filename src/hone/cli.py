@@ -109,10 +109,10 @@ def cmd_check(args) -> int:
 
 
 def add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert data between chat, prompt-completion, alpaca, sharegpt and preference formats")
+    p = sub.add_parser("convert", help="convert data between chat, prompt-completion, alpaca, sharegpt, preference and unpaired (KTO) formats")
     p.add_argument("input", help="data file in any supported format")
     p.add_argument("output", help="JSONL file to write")
-    p.add_argument("--to", required=True, choices=["chat", "prompt-completion", "alpaca", "sharegpt", "preference"])
+    p.add_argument("--to", required=True, choices=["chat", "prompt-completion", "alpaca", "sharegpt", "preference", "unpaired"])
     p.set_defaults(handler=cmd_convert)
 
 
@@ -167,7 +167,9 @@ def cmd_eval(args) -> int:
 
 def add_compare(sub) -> None:
     p = sub.add_parser("compare", help="tuned vs base on the same examples: report.html + report.json with CIs, forgetting check")
-    p.add_argument("--tuned", required=True, help="hone run folder (or a merged model folder)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tuned", help="hone run folder (or a merged model folder)")
+    which.add_argument("--runs", nargs="+", metavar="RUN", help="several run folders on one base, side by side in one report")
     p.add_argument("--base", help="base model (default: the run's model.path)")
     _add_eval_options(p)
     p.add_argument("--general", help="general text for the forgetting check (default: the embedded corpus's held-out slice)")
@@ -175,7 +177,8 @@ def add_compare(sub) -> None:
     p.add_argument("--forgetting-threshold", dest="forgetting_threshold", type=float, help="flag a relative perplexity rise above this (default 0.10)")
     p.add_argument("--judge", help="optional judge model for pairwise LLM-as-judge preference")
     p.add_argument("--judge-rubric", dest="judge_rubric", help="rubric text or file for the judge")
-    p.add_argument("--out", help="report folder (default: TUNED/eval)")
+    p.add_argument("--reward-model", dest="reward_model", help="reward model folder: win rate of tuned's answers over base's")
+    p.add_argument("--out", help="report folder (default: TUNED/eval; with --runs, the first run's eval-runs)")
     p.set_defaults(handler=cmd_compare)
 
 
@@ -185,22 +188,114 @@ def cmd_compare(args) -> int:
     return compare_command(args)
 
 
+def add_score(sub) -> None:
+    p = sub.add_parser("score", help="rate answers with a reward model: pair accuracy, or each answer's reward")
+    p.add_argument("model", help="reward model folder: a one-label sequence-classification model, or a SEQ_CLS adapter")
+    p.add_argument("--data", required=True, help="preference pairs, unpaired (KTO) rows, chat or prompt/completion data")
+    p.add_argument("--base", help="base model under an adapter (default: the one its adapter_config names)")
+    p.add_argument("--out", help="write one JSON line of rewards per row here")
+    p.add_argument("--json", help="write the summary as JSON here")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="sequences scored together (default 8)")
+    p.add_argument("--max-length", dest="max_length", type=int, default=4096, metavar="N",
+                   help="skip (and count) answers whose prompt + answer exceed N tokens (default 4096)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default float32)")
+    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
+                   help="run the model's own Python code (only for authors you trust)")
+    p.set_defaults(handler=cmd_score)
+
+
+def cmd_score(args) -> int:
+    from hone.eval.commands import score_command
+
+    return score_command(args)
+
+
+def add_adapters(sub) -> None:
+    p = sub.add_parser("adapters", help="work with several adapters on one base: combine them into one")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("combine", help="one LoRA adapter from several runs (PEFT's weighted combination), evaluated against each")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="hone run folders with LoRA adapters on the same base")
+    c.add_argument("--weights", nargs="+", type=float, metavar="W", help="one weight per run (default 1 each)")
+    c.add_argument("--how", default="cat", choices=["linear", "cat", "svd", "ties", "dare_ties"],
+                   help="PEFT combination: cat (default; rank = sum of ranks, exact), svd, linear, ties, dare_ties")
+    c.add_argument("--density", type=float, default=0.5, help="ties, dare_ties: share of each adapter's entries kept (default 0.5)")
+    c.add_argument("--rank", type=int, help="svd: rank of the combined adapter (default: the largest source rank)")
+    c.add_argument("--out", required=True, help="new run folder for the combined adapter (+ eval/ with the reports)")
+    c.add_argument("--limit", type=int, help="evaluate on the first N held-out examples of each source")
+    c.add_argument("--no-general", dest="no_general", action="store_true", help="skip the forgetting check")
+    c.set_defaults(handler=cmd_adapters_combine)
+
+
+def cmd_adapters_combine(args) -> int:
+    from hone.eval.combine import combine_command
+
+    return combine_command(args)
+
+
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="merge a run's LoRA adapter into its base model and save a standalone model")
+    p = sub.add_parser("export", help="a standalone model: merged Hugging Face folder, or GGUF + Ollama Modelfile with a parity check")
     p.add_argument("run", help="a run folder written by hone train")
-    p.add_argument("--out", required=True, help="folder for the merged model (safetensors + config + tokenizer)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype of the merged model")
+    p.add_argument("--out", required=True, help="folder for the exported model (must be new or empty)")
+    p.add_argument("--format", default="hf", choices=["hf", "gguf"],
+                   help="hf: safetensors + config + tokenizer (default); gguf: one llama.cpp file, a Modelfile and parity.json")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype of the merged model (hf)")
+    p.add_argument("--gguf-type", default="f16", metavar="TYPE",
+                   help="gguf weights: f16 (default), bf16, q8_0, f32; q4_k_m, q5_k_m, q6_k, ... with llama-quantize on PATH")
+    p.add_argument("--no-modelfile", action="store_true", help="gguf: write no Ollama Modelfile")
+    p.add_argument("--parity-examples", type=int, default=64, metavar="N", help="gguf: examples of the run's data the parity check renders")
     p.set_defaults(handler=cmd_export)
 
 
 def cmd_export(args) -> int:
+    if args.format == "gguf":
+        from hone.export.commands import gguf_export_command
+
+        return gguf_export_command(args.run, args.out, args.gguf_type, not args.no_modelfile, args.parity_examples)
     from hone.export.merge import merge_run
 
     print(f"merged model written to {merge_run(args.run, args.out, args.dtype)}")
     return 0
 
 
-BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_export]
+def add_ui(sub) -> None:
+    p = sub.add_parser("ui", help="the whole path in a local web page: data doctor, plan, training runs, comparison, chat")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --auth)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--auth", metavar="USER:PASS", help="HTTP basic auth for every page and API call")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="folder whose runs are listed and where new runs go (default: runs)")
+    p.set_defaults(handler=cmd_ui)
+
+
+def cmd_ui(args) -> int:
+    from hone.ui.server import ui_command
+
+    return ui_command(args.host, args.port, args.auth, args.runs)
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible server for a model and its LoRA adapters (one adapter per request)")
+    p.add_argument("run", help="a hone run folder (its adapter is served beside its base), a model folder, or `embedded`")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN",
+                   help="also serve the LoRA run RUN as model NAME (repeatable); requests pick it with \"model\": NAME")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", dest="api_key", help="require `Authorization: Bearer KEY` on every request (or set HONE_API_KEY)")
+    p.add_argument("--engine", choices=["hone", "vllm"], default="hone", help="hone's batching engine (default) or vLLM on a CUDA machine")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: the run's, else fastest here)")
+    p.add_argument("--max-batch", dest="max_batch", type=int, default=32, help="answers decoded together in one step (default 32)")
+    p.add_argument("--max-queue", dest="max_queue", type=int, default=256, help="answers waiting before requests get 429 (default 256)")
+    p.add_argument("--threads", type=int, help="CPU threads for decoding (default: torch's)")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from hone.serve.command import ServeArgs, serve_command
+
+    return serve_command(ServeArgs(args.run, args.adapter, args.host, args.port, args.api_key, args.engine, args.dtype,
+                                   args.max_batch, args.max_queue, args.threads))
+
+
+BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_score, add_adapters, add_export, add_ui, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,13 +120,38 @@ class AdapterArgs:
     SECTION: ClassVar[str] = "adapter"  # its YAML section, which range errors name
 
     method: str = "lora"
-    """A fine-tuning method of hone.model.methods: `lora`, `qlora` or `full` (or one registered
-    there); an unknown name is a one-line error naming this key when the run starts."""
+    """A fine-tuning method of hone.model.methods: `lora`, `qlora`, `full`, `ia3`, `prompt_tuning`,
+    `prefix_tuning`, `bottleneck` or `freeze` (or one registered there); an unknown name is a
+    one-line error naming this key when the run starts. LoRA's variants are the keys below."""
     lora_rank: int = bounded(8, AT_LEAST_ONE)
     lora_alpha: float = bounded(16.0, POSITIVE)
     lora_dropout: float = bounded(0.0, FRACTION)
     target_modules: str | list[str] = "all-linear"
     """Module names to adapt; `all-linear` means every linear layer except the output head."""
+    use_dora: bool = False
+    """LoRA/QLoRA: DoRA, a trained magnitude per output row beside the low-rank direction."""
+    use_rslora: bool = False
+    """LoRA/QLoRA: rank-stabilised scaling, lora_alpha / sqrt(lora_rank) instead of / lora_rank."""
+    loraplus_lr_ratio: float = bounded(0.0, NON_NEGATIVE)
+    """LoRA/QLoRA: LoRA+, the B matrices train at learning_rate x this (the paper: 16); 0 is off."""
+    init: Literal["default", "pissa", "olora"] = "default"
+    """LoRA: how the adapter starts. `pissa` (principal singular vectors) and `olora` (QR) move
+    that part of the base weights into the adapter; saved runs are plain LoRA over the original base."""
+    lr_ratio: float | None = bounded(None, POSITIVE)
+    """The method's parameters train at train.learning_rate x this; unset: the method's own
+    default (10 for prompt and prefix tuning, 0.1 for freeze, 1 otherwise)."""
+    num_virtual_tokens: int = bounded(20, AT_LEAST_ONE)
+    """prompt_tuning / prefix_tuning: trained vectors placed before every example."""
+    bottleneck_size: int = bounded(64, AT_LEAST_ONE)
+    """bottleneck: width of the down-projection."""
+    bottleneck_placement: Literal["pfeiffer", "houlsby"] = "pfeiffer"
+    """bottleneck: `pfeiffer` after each MLP; `houlsby` after each attention block and each MLP."""
+    bottleneck_activation: Literal["relu", "silu", "gelu"] = "relu"
+    """bottleneck: the nonlinearity between the two projections."""
+    train_layers: int = bounded(2, NON_NEGATIVE)
+    """freeze: how many of the top decoder layers train (the rest stay as loaded)."""
+    train_patterns: list[str] = field(default_factory=list)
+    """freeze: regular expressions; parameters whose names match one also train (e.g. `norm.weight$`)."""
 
     def __post_init__(self):
         check_ranges(self)
@@ -190,6 +215,57 @@ class TrainArgs:
     weights (its checkpoint is kept and marked `checkpoints/best`). 0 turns it off."""
     early_stopping_min_delta: float = bounded(0.0, NON_NEGATIVE)
     """How much lower an eval loss must be to count as an improvement."""
+    nproc: int = bounded(1, AT_LEAST_ONE)
+    """Training processes on this machine: above 1, `hone train` starts itself under torchrun
+    (`--standalone --nproc-per-node N`). Under an outer `torchrun` the launcher's count wins."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: `ddp` (each rank holds the model, gradients are averaged) or
+    `fsdp` (FSDP2 `fully_shard`: weights, gradients and optimizer state sharded over the ranks).
+    `batch_size` is per rank: the global batch is batch_size x ranks x gradient_accumulation_steps."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that get the metrics.jsonl scalars, the resolved config and the report
+    (rank 0 only): any of `tensorboard`, `mlflow`, `trackio` (each an optional extra)."""
+    tracking_dir: str | None = None
+    """Where trackers write: TensorBoard events and the MLflow file store (default: the run folder's
+    `tensorboard/` and `mlruns/`). An `http(s)://` or `sqlite:` MLflow URI is passed to MLflow as is."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
+class PreferenceArgs:
+    """Settings of the preference objectives (`train.objective`: dpo, simpo, orpo, kto, reward)."""
+
+    SECTION: ClassVar[str] = "preference"  # its YAML section, which range errors name
+
+    beta: float = bounded(0.1, POSITIVE)
+    """Strength of the preference signal: DPO/KTO's KL weight (0.1 is usual), SimPO's reward scale
+    (about 2), ORPO's odds-ratio weight (0.1)."""
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    """DPO's loss: sigmoid (DPO), ipo (squared, per-token-normalised), hinge, robust (noisy labels)."""
+    label_smoothing: float = bounded(0.0, Range(0, 0.5, high_open=True))
+    """robust DPO / SimPO: the assumed share of pairs whose labels are flipped."""
+    sft_weight: float = bounded(0.0, NON_NEGATIVE)
+    """DPO/SimPO: weight of an extra next-token loss on the chosen answer (mean over its tokens)."""
+    gamma: float = bounded(0.5, NON_NEGATIVE)
+    """SimPO: target reward margin between chosen and rejected (TRL's simpo_gamma)."""
+    desirable_weight: float = bounded(1.0, POSITIVE)
+    """KTO: weight of the desirable answers' loss."""
+    undesirable_weight: float = bounded(1.0, POSITIVE)
+    """KTO: weight of the undesirable answers' loss."""
+    margin: float = bounded(0.0, NON_NEGATIVE)
+    """reward: the margin the chosen reward must clear (Bradley-Terry on `r_chosen - r_rejected - margin`)."""
+    center_rewards: float = bounded(0.0, NON_NEGATIVE)
+    """reward: weight of the reward-centering term `mean((r_chosen + r_rejected)^2)` (0.01 is usual)."""
+    reference: Literal["precompute", "live"] = "precompute"
+    """DPO/KTO's reference model: `precompute` scores every pair once with the starting model
+    before training and keeps the values in the run folder (`reference_logps.safetensors`, reused
+    on resume); `live` (adapters only) scores each batch with the adapter switched off (PEFT
+    `disable_adapter()`): the base, no second copy, no file."""
+    init_from: str | None = None
+    """A finished LoRA run folder (e.g. the SFT quickstart's `run`): its adapter is the starting
+    point that trains, and the model it makes is the reference."""
 
     def __post_init__(self):
         check_ranges(self)
@@ -245,9 +321,16 @@ class EvalArgs:
     """Optional judge model (path or hub id) for pairwise LLM-as-judge preference; null to skip."""
     judge_rubric: str | None = None
     """Rubric text (or a file holding it) for the judge; a short default is used when null."""
+    reward_model: str | None = None
+    """Reward model folder (a one-label sequence-classification model, or a SEQ_CLS adapter, as
+    `train.objective: reward` saves it) that judges tuned's answers against base's: the report's
+    win rate with a bootstrap CI; null to skip."""
     bootstrap_samples: int = bounded(2000, AT_LEAST_ONE)
     seed: int = 0
     """Seeds the bootstrap, the permutation test and sampled decoding."""
+    primary_metric: str | None = None
+    """The metric the verdict leads with (e.g. `chrf`); default `field_exact_match` for JSON
+    answers, else `token_f1`. `hone adapters combine` holds each specialist to it."""
 
     def __post_init__(self):
         check_ranges(self)
@@ -260,6 +343,7 @@ class RunConfig:
     adapter: AdapterArgs = field(default_factory=AdapterArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     replay: ReplayArgs = field(default_factory=ReplayArgs)
+    preference: PreferenceArgs = field(default_factory=PreferenceArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
 
     def to_dict(self) -> dict[str, Any]:

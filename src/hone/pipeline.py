@@ -24,19 +24,29 @@ from hone.errors import HoneError
 from hone.eval.compare import compare_models, format_comparison_table
 from hone.model.load import EMBEDDED_MODEL, check_weights, load_tokenizer, pick_device, resolve_model_path
 from hone.plan.estimate import print_plan
+from hone.train import objectives
+from hone.train import distributed
 from hone.train.commands import resolve_config
+from hone.train.tracking import log_report
 from hone.train.loop import Interrupted
 from hone.train.sft import run_sft
 
 
 def train_command(config_path: str | None, overrides: list[str], resume, force: bool = False) -> int:
     config = resolve_config(config_path, overrides, resume)
+    if config.train.nproc > 1 and not distributed.under_torchrun():  # this command again, under torchrun
+        return distributed.launch(config.train.nproc, distributed.train_argv(config_path, overrides, resume, force))
+    world = distributed.start(config)  # rank 0 alone prints, plans, compares and reports
     data = prepare_training_data(config, check=config.data.check and not resume, force=force)
-    plan = print_plan(config, splits=(data.train, data.evals))
+    plan = print_plan(config, splits=(data.train, data.evals)) if world.main else None
     try:
         run_dir = run_sft(config, resume=bool(resume), plan=plan, data=data)
+        distributed.stop(world)
+        if not world.main:
+            return 0
         if config.eval.compare:
             compare_with_base(run_dir, config, data.eval_examples)
+        log_report(run_dir, config)
     except Interrupted as exc:
         print(f"hone: {exc}; continue with: hone train --resume {config.train.output_dir}")
         return 130
@@ -50,7 +60,8 @@ def prepare_training_data(config: RunConfig, check: bool = True, force: bool = F
     rendered. The plan, training and the comparison all take the result."""
     tokenizer, render, files, findings = check_training_data(config, force) if check else read_training_data(config)
     loaded = {data.path: loaded_from(data, findings) for data in files}
-    return prepare_run_data(config.data, config.train.seed, tokenizer, loaded, render)
+    tokenize = objectives.tokenizer_of(objectives.get(config.train.objective))  # SFT rendering, or pairs, ...
+    return prepare_run_data(config.data, config.train.seed, tokenizer, loaded, render, tokenize)
 
 
 def read_training_data(config: RunConfig):

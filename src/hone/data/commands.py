@@ -18,14 +18,15 @@ def convert_command(in_path: str, out_path: str, target: str) -> int:
         raise HoneError(f"unknown target format {target!r}", f"use one of {', '.join(TARGETS)}")
     data, findings = read_file(in_path, "train")
     errors = [f for f in findings if f.severity == "error" and f.rejects]
-    records, warnings = [], Counter()
+    records, warnings, converted = [], Counter(), 0
     for example in data.examples:
         record, notes = to_record(example, target)
         warnings.update(notes)
-        if record is not None:
-            records.append(record)
+        converted += record is not None
+        records += record if isinstance(record, list) else [record] if record is not None else []
     write_jsonl(Path(out_path), records)
-    print(f"converted {len(records)} of {len(data.rows)} rows to {target}: {out_path}")
+    written = f" as {len(records)} rows" if len(records) != converted else ""  # a pair becomes two unpaired rows
+    print(f"converted {converted} of {len(data.rows)} rows to {target}{written}: {out_path}")
     for note, count in warnings.items():
         print(f"warning: {count} row(s): {note}")
     if errors:

@@ -2,7 +2,8 @@
 
 Lossless where the target can carry everything; otherwise the record is written with what
 fits and a warning names what was left out, or (when nothing sensible fits, e.g. a plain
-text row as a preference pair) the row is skipped with a warning.
+text row as a preference pair) the row is skipped with a warning. A preference pair written
+as unpaired rows becomes two rows.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 from hone.data.formats import Example
 from hone.data.normalize import SHAREGPT_ROLES
 
-TARGETS = ("chat", "prompt-completion", "alpaca", "sharegpt", "preference")
+TARGETS = ("chat", "prompt-completion", "alpaca", "sharegpt", "preference", "unpaired")
 TO_SHAREGPT = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
-Converted = tuple[dict[str, Any] | None, list[str]]
+Converted = tuple[dict[str, Any] | list[dict[str, Any]] | None, list[str]]  # a list: one example, several rows
 
 
 def as_chat(example: Example) -> tuple[list[dict] | None, list[str]]:
@@ -27,6 +28,10 @@ def as_chat(example: Example) -> tuple[list[dict] | None, list[str]]:
                 ["raw prompt/completion text becomes a user/assistant conversation (rendered with the chat template)"])
     if example.kind == "preference":
         return example.messages + example.chosen, ["the rejected answer is dropped (only the chosen one is kept)"]
+    if example.kind == "unpaired":
+        if example.label:
+            return example.messages + example.answer, ["the desirable answers of unpaired rows become conversations"]
+        return None, ["an undesirable (label false) answer is nothing to imitate: skipped"]
     return None, ["plain-text rows have no prompt and answer: skipped"]
 
 
@@ -99,6 +104,8 @@ def to_sharegpt(example: Example) -> Converted:
 
 
 def to_preference(example: Example) -> Converted:
+    if example.kind == "unpaired":
+        return None, ["an unpaired row has no second answer to pair with (pairing by prompt is not guessed): skipped"]
     if example.kind != "preference":
         return None, ["only preference pairs have a rejected answer: skipped"]
     if example.format == "standard_preference":
@@ -107,8 +114,24 @@ def to_preference(example: Example) -> Converted:
     return {"prompt": example.messages, "chosen": example.chosen, "rejected": example.rejected}, []
 
 
+def to_unpaired(example: Example) -> Converted:
+    """KTO's `prompt / completion / label` rows: a pair becomes its chosen (true) and rejected (false) rows."""
+    if example.kind == "unpaired":
+        return unpaired_record(example.messages, example.answer, example.label, example), []
+    if example.kind == "preference":
+        return [unpaired_record(example.messages, example.chosen, True, example),
+                unpaired_record(example.messages, example.rejected, False, example)], []
+    return None, ["only preference pairs and unpaired rows carry a desirable/undesirable label: skipped"]
+
+
+def unpaired_record(prompt: list[dict], answer: list[dict], label: bool, example: Example) -> dict[str, Any]:
+    if example.format in ("standard_preference", "standard_unpaired"):
+        return {"prompt": prompt[0]["content"], "completion": answer[0]["content"], "label": label}
+    return with_tools({"prompt": prompt, "completion": answer, "label": label}, example)
+
+
 CONVERTERS = {"chat": to_chat, "prompt-completion": to_prompt_completion, "alpaca": to_alpaca,
-              "sharegpt": to_sharegpt, "preference": to_preference}
+              "sharegpt": to_sharegpt, "preference": to_preference, "unpaired": to_unpaired}
 assert set(TO_SHAREGPT.values()) <= set(SHAREGPT_ROLES)
 
 
@@ -122,6 +145,6 @@ def canonical_record(example: Example) -> dict[str, Any]:
         return with_tools({"messages": example.messages}, example)
     if example.kind == "completion":
         return {"prompt": example.prompt, "completion": example.completion}
-    if example.kind == "preference":
-        return to_preference(example)[0]
+    if example.kind in ("preference", "unpaired"):
+        return CONVERTERS[example.kind](example)[0]
     return {"text": example.text}

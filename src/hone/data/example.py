@@ -20,6 +20,8 @@ class Example:
     `tools`, the OpenAI-style function definitions the chat template renders (may be empty).
     kind `completion`: raw-text `prompt` and `completion` (rendered without a chat template).
     kind `preference`: `messages` is the prompt, `chosen`/`rejected` the assistant turns.
+    kind `unpaired` (KTO): `messages` is the prompt, `answer` the assistant turns, `label`
+    True when the answer is desirable and False when it is not.
     kind `text`: `text` for continued pre-training.
     `format` names the source format (e.g. `alpaca`), `line` the 1-based line in `source`.
     """
@@ -35,6 +37,8 @@ class Example:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     format: str = ""
     tools: list[dict[str, Any]] = field(default_factory=list)
+    answer: list[dict[str, Any]] = field(default_factory=list)
+    label: bool | None = None
 
 
 class FormatError(ValueError):

@@ -1,8 +1,8 @@
 """Recognise a record's format and normalise it to one internal `Example`.
 
 Every format people bring is read: OpenAI chat (`messages`), TRL conversational and
-standard prompt/completion, Alpaca, ShareGPT, preference pairs (TRL and OpenAI) and plain
-text. Detection is a "first match wins" table over the record's keys; the normalisers
+standard prompt/completion, Alpaca, ShareGPT, preference pairs (TRL and OpenAI), KTO's
+unpaired rows (prompt/completion with a boolean `label`) and plain text. Detection is a "first match wins" table over the record's keys; the normalisers
 live in `hone.data.normalize`; the `Example` and `FormatError` types in `hone.data.example`.
 """
 
@@ -27,6 +27,7 @@ def _prompt_completion(record: dict) -> bool:
 DETECTORS: list[tuple[str, Callable[[dict], bool]]] = [
     ("openai_preference", _has("input", "preferred_output", "non_preferred_output")),
     ("preference", _has("chosen", "rejected")),
+    ("unpaired", _has("prompt", "completion", "label")),  # before prompt_completion: same keys plus the label
     ("chat", _has("messages")),
     ("sharegpt", _has("conversations")),
     ("alpaca", _has("instruction", "output")),
@@ -35,7 +36,7 @@ DETECTORS: list[tuple[str, Callable[[dict], bool]]] = [
 ]
 
 FORMAT_NAMES = ("chat", "conversational_prompt_completion", "prompt_completion", "alpaca", "sharegpt",
-                "preference", "standard_preference", "openai_preference", "text")
+                "preference", "standard_preference", "openai_preference", "unpaired", "standard_unpaired", "text")
 
 
 def detect_format(record: dict[str, Any]) -> str:
@@ -45,7 +46,7 @@ def detect_format(record: dict[str, Any]) -> str:
             return name
     keys = ", ".join(sorted(map(str, record))[:6]) or "none"
     raise FormatError(f"unrecognised record (keys: {keys}); expected 'messages', 'prompt'+'completion', "
-                      "'instruction'+'output', 'conversations', 'chosen'+'rejected' or 'text'")
+                      "'instruction'+'output', 'conversations', 'chosen'+'rejected', 'prompt'+'completion'+'label' or 'text'")
 
 
 def to_example(record: dict[str, Any], line: int = 0, source: str = "") -> Example:

@@ -233,6 +233,11 @@ def normalize_preference(record: dict) -> Example:
         raise FormatError("'chosen' and 'rejected' must both be strings or both message lists")
     if prompt is None:  # implicit prompt: the turns both conversations share
         shared = _shared_prefix(chosen, rejected)
+        if shared == len(chosen) == len(rejected):  # one conversation twice: keep the pair for the doctor to flag
+            shared = max((i for i, m in enumerate(chosen) if isinstance(m, dict) and m.get("role") == "assistant"), default=shared)
+        for side, turns in (("chosen", chosen), ("rejected", rejected)):
+            if shared == len(turns):
+                raise FormatError(f"'{side}' has no turns after the prompt it shares with the other side", "empty_content")
         prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
     elif not isinstance(prompt, list):
         raise FormatError("'prompt' must be a message list when 'chosen' and 'rejected' are message lists")
@@ -262,6 +267,36 @@ def _shared_prefix(a: list, b: list) -> int:
     return n
 
 
+def normalize_unpaired(record: dict) -> Example:
+    """KTO's unpaired row: a prompt, one completion and whether that completion is desirable.
+    Strings (TRL's standard form) become a user turn and an assistant turn, as preference pairs do."""
+    prompt, completion = record["prompt"], record["completion"]
+    label = unpaired_label(record["label"])
+    if isinstance(prompt, str) and isinstance(completion, str):
+        messages = [{"role": "user", "content": not_blank(prompt, "'prompt'")}]
+        answer = [{"role": "assistant", "content": not_blank(completion, "'completion'")}]
+        return Example("unpaired", messages=messages, answer=answer, label=label, format="standard_unpaired")
+    if not isinstance(prompt, list):
+        raise FormatError("'prompt' and 'completion' must both be strings or both message lists")
+    if isinstance(completion, str):
+        completion = [{"role": "assistant", "content": completion}]
+    prompt_turns, answer = clean_messages(prompt, "prompt"), clean_messages(completion, "completion")
+    check_role_order(prompt_turns + answer)
+    return Example("unpaired", messages=prompt_turns, answer=answer, label=label, format="unpaired",
+                   tools=clean_tools(record.get("tools")))
+
+
+LABEL_WORDS = {"true": True, "false": False}  # CSV cells hold the label as text
+
+
+def unpaired_label(value) -> bool:
+    if isinstance(value, str) and value.strip().lower() in LABEL_WORDS:
+        return LABEL_WORDS[value.strip().lower()]
+    if not isinstance(value, bool):
+        raise FormatError(f"'label' is {value!r}; expected true (a desirable completion) or false (an undesirable one)")
+    return value
+
+
 def normalize_text(record: dict) -> Example:
     text = not_blank(required_str(record, "text"), "'text'")
     return Example("text", text=text, format="text")
@@ -270,6 +305,7 @@ def normalize_text(record: dict) -> Example:
 NORMALIZERS = {
     "openai_preference": normalize_openai_preference,
     "preference": normalize_preference,
+    "unpaired": normalize_unpaired,
     "chat": normalize_chat,
     "sharegpt": normalize_sharegpt,
     "alpaca": normalize_alpaca,

@@ -28,9 +28,11 @@ class RunData:
 
 
 def prepare_run_data(args: DataArgs, seed: int, tokenizer, loaded: dict[str, Loaded] | None = None,
-                     render: Renderings | None = None) -> RunData:
+                     render: Renderings | None = None, tokenize=tokenize_examples) -> RunData:
     """Examples of `args.train` and `args.eval` (from `loaded` where the run read them already),
     the held-out split when there is no eval file, tokenized with the length policy applied.
+    `tokenize`: how the objective's examples become items (SFT rendering by default; preference
+    pairs for DPO and its family, see `hone.train.objectives.tokenizer_of`).
     Unusable rows stop the run with the first one named (`hone check` lists them all)."""
     if not args.train:
         raise HoneError("no training data given", "set data.train=PATH in the config or on the command line")
@@ -45,8 +47,8 @@ def prepare_run_data(args: DataArgs, seed: int, tokenizer, loaded: dict[str, Loa
     else:
         train_examples, eval_examples = split_examples(train_examples, args.eval_fraction, seed, args.max_eval_examples)
     render = render or Renderings(tokenizer)
-    train, train_report = tokenize_examples(tokenizer, train_examples, args.max_length, args.overlength, render)
-    evals, eval_report = tokenize_examples(tokenizer, eval_examples, args.max_length, args.overlength, render)
+    train, train_report = tokenize(tokenizer, train_examples, args.max_length, args.overlength, render)
+    evals, eval_report = tokenize(tokenizer, eval_examples, args.max_length, args.overlength, render)
     if not train:
         raise HoneError(f"{args.train}: no example is left to train on after the length policy",
                         "raise data.max_length or set data.overlength=truncate")

@@ -174,7 +174,15 @@ def render_prompt(tokenizer, example: Example) -> list[int]:
     if example.kind == "completion":
         return tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
     last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
-    text = _render(tokenizer, template_messages(example.messages[:last]), add_generation_prompt=True, tools=example.tools or None)
+    return render_generation_prompt(tokenizer, example.messages[:last], example.tools)
+
+
+def render_generation_prompt(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Ids of `messages` followed by the template's assistant header: what a model answers from
+    (evaluation and `hone serve` render prompts exactly as training rendered conversations)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RenderError("the tokenizer has no chat template; set model.chat_template or use prompt/completion data")
+    text = _render(tokenizer, template_messages(messages), add_generation_prompt=True, tools=tools or None)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

@@ -373,7 +373,9 @@ def _forward_for(module, name: str):
     scale = float(module.scaling[name])
 
     def forward(x, *args, **kwargs):
-        if args or kwargs:  # extra arguments (adapter_names, ...): PEFT's path
+        # extra arguments (adapter_names, ...), or the adapter switched off (`disable_adapter()`,
+        # e.g. a preference objective's reference pass): PEFT's path
+        if args or kwargs or module.disable_adapters:
             return type(module).forward(module, x, *args, **kwargs)
         return LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scale)
 
@@ -512,6 +514,8 @@ def _swiglu_forward(module, undo: list):
     stacked = _stacked(down.base_layer, ad.weight.shape[0], undo)
 
     def forward(x):
+        if gate.disable_adapters:  # switched off (`disable_adapter()`): the module's own forward, through PEFT's
+            return type(module).forward(module, x)
         return SwiGluLora.apply(x, gate.base_layer.weight, up.base_layer.weight, down.base_layer.weight,
                                 ag.weight, bg.weight, au.weight, bu.weight, ad.weight, bd.weight, (sg, su, sd), joined,
                                 stacked)
@@ -545,7 +549,7 @@ def _group_forwards(projections, undo: list):
     kept: dict = {}
 
     def first(x, *args, **kwargs):
-        if args or kwargs:
+        if args or kwargs or projections[0].disable_adapters:
             return alone[0](x, *args, **kwargs)
         outs = SharedInputLora.apply(x, scales, joined, *tensors)
         kept.clear()

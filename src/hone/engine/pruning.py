@@ -42,7 +42,9 @@ def pruned_last_mlp(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = getattr(base, "model", None)
     last, mlp = _last_mlp(decoder) if decoder is not None else (None, None)
-    if mlp is None or getattr(decoder, "gradient_checkpointing", False) \
+    # a hook on the decoder may change its rows (prompt/prefix tuning's virtual tokens): the
+    # loss's row index would then point at the wrong positions
+    if mlp is None or getattr(decoder, "gradient_checkpointing", False) or decoder._forward_pre_hooks \
             or getattr(last, "_compiled_call_impl", None) is not None:
         yield False
         return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hone import __version__
-from hone.config import EvalArgs
+from hone.config import EvalArgs, PreferenceArgs
 from hone.data.dataset import read_examples, require_clean
 from hone.data.formats import Example
 from hone.data.render import reference_answer, render_prompt
@@ -29,6 +29,7 @@ from hone.eval.loss import LossResult, assistant_loss
 from hone.eval.metrics import (LOWER_IS_BETTER, MetricSettings, build_settings, corpus_scores, direction, mean_scores,
                                score_example, sorted_metric_names)
 from hone.eval.models import EvalModel, describe, load_for_eval
+from hone.eval.preference import generation_view, pair_logprobs, preference_report, preference_verdict, reward_win_rate
 from hone.eval.report import write_report
 from hone.eval.stats import bootstrap_ci, compare_paired
 
@@ -63,7 +64,7 @@ def load_eval_examples(data: str | None, run_dir: Path | None = None, limit: int
 
 
 def _usable(examples: list[Example], source: str) -> list[Example]:
-    usable = [e for e in examples if e.kind in ("chat", "completion")]
+    usable = [e for e in examples if e.kind in ("chat", "completion", "preference", "unpaired")]
     if examples and not usable:
         raise HoneError(f"{source}: plain-text records have no reference answers to compare with",
                         "evaluate on chat or prompt/completion data; use --general for plain text")
@@ -104,6 +105,7 @@ def evaluate_one(name: str, args: EvalArgs, data: str | None = None, dtype: str 
     settings = build_settings(args.schema, args.regex, args.metrics)
     _, config = describe(name)
     examples, source = load_eval_examples(data or args.data, Path(name) if config else None, args.limit)
+    examples = [v for v in map(generation_view, examples) if v is not None]
     loaded = load_for_eval(name, dtype=dtype)
     return evaluate_model(loaded, examples, args, settings), examples, source
 
@@ -128,18 +130,34 @@ def compare_models(base: str | None, tuned: str, data: str | None, out_dir: Path
         examples, source = _usable(examples, "the run's held-out examples")[: args.limit], "the run's held-out examples"
     else:
         examples, source = load_eval_examples(data or args.data, run_dir, args.limit)
+    pairs = [e for e in examples if e.kind == "preference"]  # also scored as pairs, not only as chosen answers
+    examples = [v for v in map(generation_view, examples) if v is not None]
     general_path = resolve_general(args.general)
     like = run_config.model if run_config else None
-    results = {}
+    results, logps = {}, {}
     for role, name in (("baseline", base), ("tuned", tuned)):
         loaded = load_for_eval(name, like=like, dtype=dtype)
         results[role] = evaluate_model(loaded, examples, args, settings, general_path)
+        logps[role] = pair_logprobs(loaded, pairs, args.batch_size) if pairs else []
         del loaded
         gc.collect()
     judge = run_judge(args, examples, results) if args.judge else None
-    report = build_report(results["baseline"], results["tuned"], examples, source, args, run_dir, general_path, judge)
+    extra = preference_sections(args, run_config, examples, results, logps)
+    report = build_report(results["baseline"], results["tuned"], examples, source, args, run_dir, general_path, judge, extra)
     write_report(report, Path(out_dir))
     return report
+
+
+def preference_sections(args: EvalArgs, run_config, examples: list[Example], results: dict, logps: dict) -> dict:
+    """The report's `preference` (held-out pairs) and `reward_win_rate` (eval.reward_model) entries."""
+    beta = run_config.preference.beta if run_config else PreferenceArgs().beta
+    preference = (preference_report(logps["baseline"], logps["tuned"], beta, args.bootstrap_samples, args.seed)
+                  if logps["baseline"] else None)
+    win = None
+    if args.reward_model:
+        win = reward_win_rate(args.reward_model, examples, [a.text for a in results["baseline"].answers],
+                              [a.text for a in results["tuned"].answers], args.bootstrap_samples, args.seed, args.batch_size)
+    return {"preference": preference, "reward_win_rate": win}
 
 
 def run_judge(args: EvalArgs, examples: list[Example], results: dict) -> dict:
@@ -148,14 +166,15 @@ def run_judge(args: EvalArgs, examples: list[Example], results: dict) -> dict:
 
 
 def build_report(baseline: ModelResult, tuned: ModelResult, examples: list[Example], source: str, args: EvalArgs,
-                 run_dir: Path | None, general_path: Path | None, judge: dict | None = None) -> dict:
-    """Every number of the comparison, JSON-ready (report.html is drawn from this alone)."""
+                 run_dir: Path | None, general_path: Path | None, judge: dict | None = None, extra: dict | None = None) -> dict:
+    """Every number of the comparison, JSON-ready (report.html is drawn from this alone). `extra`:
+    more sections (preference accuracy, reward-model win rate), whose verdict lines are added."""
     deltas = paired_deltas(baseline.scores, tuned.scores, args)
     for name in ("eval_loss", "perplexity", "general_perplexity"):
         if baseline.metrics.get(name) is not None and tuned.metrics.get(name) is not None:
             deltas[name] = {"baseline": baseline.metrics[name], "tuned": tuned.metrics[name],
                             "delta": tuned.metrics[name] - baseline.metrics[name]}
-    primary = "field_exact_match" if tuned.metrics.get("field_exact_match") is not None else "token_f1"
+    primary = primary_metric(tuned.metrics, args)
     forgetting = None
     if baseline.general and tuned.general:
         forgetting = dataclasses.asdict(measure_forgetting(baseline.general, tuned.general, args.forgetting_threshold, str(general_path)))
@@ -179,8 +198,19 @@ def build_report(baseline: ModelResult, tuned: ModelResult, examples: list[Examp
         "predictions": [{"line": e.line, "reference": reference_answer(e), "baseline": b.text, "tuned": t.text}
                         for e, b, t in zip(examples, baseline.answers, tuned.answers)],
     }
-    report["verdict"] = verdict(report)
+    report.update(extra or {})
+    report["verdict"] = verdict(report) + preference_verdict(report.get("preference"), report.get("reward_win_rate"))
     return report
+
+
+def primary_metric(metrics: dict, args: EvalArgs) -> str:
+    """The metric a verdict leads with: `eval.primary_metric`, else per-field JSON match, else token F1."""
+    if args.primary_metric:
+        if args.primary_metric not in metrics:
+            raise HoneError(f"eval.primary_metric={args.primary_metric} is not a metric of this evaluation",
+                            f"use one of: {', '.join(sorted_metric_names(k for k, v in metrics.items() if v is not None))}")
+        return args.primary_metric
+    return "field_exact_match" if metrics.get("field_exact_match") is not None else "token_f1"
 
 
 def paired_deltas(base_scores: list[dict], tuned_scores: list[dict], args: EvalArgs) -> dict:

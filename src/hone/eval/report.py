@@ -75,6 +75,8 @@ def build_html(report: dict) -> str:
         forgetting_section(report),
         curves_section(report),
         judge_section(report),
+        preference_section(report),
+        reward_section(report),
         examples_section(report),
         settings_section(report),
     ]
@@ -163,6 +165,48 @@ def judge_section(report: dict) -> str:
             f"{j['tuned_preference']:.3f} (95% CI {j['ci_low']:.3f}–{j['ci_high']:.3f}; 0.5 = no preference), averaged over "
             f"both answer orders. Tuned preferred on {j['tuned_wins']}, base on {j['baseline_wins']}, undecided on {j['ties']} of {j['n']}. "
             f"Position bias (preference for whichever answer came first): {j['first_position_bias']:+.3f}.</p>")
+
+
+def preference_section(report: dict) -> str:
+    p = report.get("preference")
+    if not p:
+        return ""
+    if not p.get("scored"):
+        return f"<h2>Held-out preference pairs</h2><p class=note>none of the {p['pairs']} pairs could be scored.</p>"
+    rows = []
+    for name, label in (("logp_accuracy", "chosen more likely (summed log-prob)"), ("avg_logp_accuracy", "chosen more likely per token")):
+        d = p[name]
+        cls = _change_class(d["delta"], "higher", d["significant"])
+        rows.append(f"<tr><td class=l>{label}</td><td>{d['baseline']:.3f} [{d['baseline_ci'][0]:.3f}, {d['baseline_ci'][1]:.3f}]</td>"
+                    f"<td>{d['tuned']:.3f} [{d['tuned_ci'][0]:.3f}, {d['tuned_ci'][1]:.3f}]</td><td class=\"{cls}\">{d['delta']:+.3f}</td>"
+                    f"<td>[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]</td><td>{d['wins']} / {d['ties']} / {d['losses']}</td></tr>")
+    r, change = p["implicit_reward"], p["logp_change"]
+    warning = ""
+    if p["chosen_falls_while_margin_rises"]:
+        warning = ('<p class="flag">The chosen answers grew less likely while the margin rose: both answers were pushed down, '
+                   "the rejected further. Common under DPO; check the tuned answers (preference.sft_weight holds the chosen up).</p>")
+    return (f"<h2>Held-out preference pairs</h2><p>{p['scored']} of {p['pairs']} pairs scored by both models.</p>"
+            "<table><tr><th class=l>preference accuracy</th><th>base [95% CI]</th><th>tuned [95% CI]</th><th>change</th>"
+            f"<th>95% CI of change</th><th>gained / same / lost</th></tr>{''.join(rows)}</table>"
+            f"<p>Implicit reward, the base as reference (beta {p['beta']}): accuracy {r['accuracy']:.3f} "
+            f"(95% CI {r['accuracy_ci'][0]:.3f}–{r['accuracy_ci'][1]:.3f}), mean margin {r['margin']:+.3f} "
+            f"(95% CI {r['margin_ci'][0]:+.3f} to {r['margin_ci'][1]:+.3f}); chosen {r['chosen_reward']:+.3f}, rejected "
+            f"{r['rejected_reward']:+.3f}. Log-probability change, tuned − base: chosen {change['chosen']:+.2f}, rejected "
+            f"{change['rejected']:+.2f} nats.</p>{warning}"
+            "<p class=note>Accuracy: the share of pairs whose chosen answer the model finds more likely than the rejected one. "
+            "Intervals are percentile bootstraps; the change is paired per pair.</p>")
+
+
+def reward_section(report: dict) -> str:
+    w = report.get("reward_win_rate")
+    if not w:
+        return ""
+    change = w.get("reward") or {}
+    mean = (f" Mean reward {change['baseline']:+.3f} → {change['tuned']:+.3f} (change 95% CI {change['ci_low']:+.3f} to "
+            f"{change['ci_high']:+.3f})." if change else "")
+    return (f"<h2>Reward model</h2><p>Reward model {escape(w['reward_model'])} scored tuned's answer above base's with rate "
+            f"{w['win_rate']:.3f} (95% CI {w['ci_low']:.3f}–{w['ci_high']:.3f}; ties count half; 0.5 = no preference): "
+            f"tuned higher on {w['tuned_wins']}, base on {w['baseline_wins']}, equal on {w['ties']} of {w['n']}.{mean}</p>")
 
 
 def examples_section(report: dict) -> str:

@@ -19,23 +19,13 @@ from hone.errors import HoneError
 from hone.registry import Registry
 from hone.model.load import load_model
 from hone.model.offline import import_adapter_libraries
+from hone.model import bottleneck, freeze, ia3, prompts
+from hone.model.lora import add_lora, lora_params, lora_size, save_adapter  # noqa: F401  (lora_params: kept importable here)
+from hone.model.sizing import Sizing, set_rates  # noqa: F401  (Sizing: the entries' `size` type, kept importable here)
 
 if TYPE_CHECKING:
     from hone.config import AdapterArgs, ModelArgs
     from hone.plan.memory import Arch, MemorySettings
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """A method's parameters and extra activations, from the architecture alone (for `hone plan`)."""
-
-    trainable: int
-    """Parameters the optimizer steps."""
-    added: int
-    """Parameters the method adds beside the base model (LoRA's matrices); counted in the total
-    parameters, stored at `MemorySettings.adapter_bytes`, 6 FLOPs per token each."""
-    saved_per_token: float
-    """Bytes per token per decoder layer that the added modules save for backward (at 2-byte compute)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +88,7 @@ def get(name: str) -> Method:
 def train_every_weight(model, args: AdapterArgs):
     for param in model.parameters():
         param.requires_grad_(True)
+    set_rates(model, args)
     return model
 
 
@@ -114,21 +105,6 @@ def full_size(arch: Arch, settings: MemorySettings) -> Sizing:
 
 
 # --- LoRA and QLoRA: a frozen base (4-bit for QLoRA) with PEFT's LoRA matrices beside it ---
-
-def add_lora(model, args: AdapterArgs):
-    """Freeze the base and add rank-`lora_rank` matrices to the targeted linear layers (PEFT)."""
-    import_adapter_libraries()  # PEFT imports bitsandbytes: with the hub offline
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        target_modules=args.target_modules, task_type="CAUSAL_LM")
-    # PEFT keeps adapter weights in fp32 even over a bf16 or 4-bit base (autocast_adapter_dtype).
-    return get_peft_model(model, config)
-
-
-def save_adapter(model, run_dir: Path) -> None:
-    model.save_pretrained(run_dir)  # adapter_config.json + adapter_model.safetensors
-
 
 def load_adapter_run(run_dir: Path, base_args: ModelArgs, quantize_4bit: bool = False):
     """The base as the run trained it (4-bit for QLoRA) with the run's adapter on top."""
@@ -154,21 +130,6 @@ def merge_adapter(base, run_dir: Path):
     return PeftModel.from_pretrained(base, str(run_dir)).merge_and_unload()
 
 
-def lora_params(arch: Arch, settings: MemorySettings) -> int:
-    """Trainable LoRA parameters: rank x (in + out) for every targeted linear layer."""
-    targets = set(settings.lora_targets)
-    every = "all-linear" in targets
-    return sum(settings.lora_rank * (n_in + n_out) * count for name, (n_in, n_out, count) in arch.lora_pairs.items()
-               if every or name in targets)
-
-
-def lora_size(arch: Arch, settings: MemorySettings) -> Sizing:
-    """LoRA's matrices, and each adapted linear's rank-r intermediate saved for backward."""
-    params = lora_params(arch, settings)
-    linears_per_layer = sum(count for _, _, count in arch.lora_pairs.values()) / max(arch.layers, 1)
-    return Sizing(trainable=params, added=params, saved_per_token=2 * settings.lora_rank * linears_per_layer)
-
-
 ADAPTER_ENTRY = dict(wrap=add_lora, save=save_adapter, saved_file="adapter_config.json", run_kind="adapter",
                      size=lora_size, merge=merge_adapter)
 """What LoRA and QLoRA share: they differ only in how the base is stored."""
@@ -182,3 +143,46 @@ register(Method(name="full", wrap=train_every_weight, save=save_whole_model, sav
 register(Method(name="lora", load_trained=load_adapter_run, gpu_utilisation=0.35, **ADAPTER_ENTRY))
 register(Method(name="qlora", load_trained=partial(load_adapter_run, quantize_4bit=True), quantize_4bit=True,
                 gpu_utilisation=0.25, **ADAPTER_ENTRY))
+
+# --- the adapter family beyond LoRA (issue 24): one entry each, their code in its own module ---
+
+def load_prompt_run(run_dir: Path, base_args: ModelArgs):
+    """The PEFT prompt/prefix adapter over the base, with the virtual tokens put before every
+    example of a direct decoder call as in training (hone.model.prompts)."""
+    model = load_adapter_run(run_dir, base_args)
+    prompts.install_virtual_tokens(model)
+    return model
+
+
+def load_over_base(attach: Callable[[Any, Path], Any], run_dir: Path, base_args: ModelArgs):
+    """The base in the compute dtype with `attach(base, run_dir)` applied (bottleneck, freeze)."""
+    return attach(load_model(base_args), run_dir)
+
+
+VIRTUAL_TOKENS = dict(save=save_adapter, saved_file="adapter_config.json", run_kind="prompt", load_trained=load_prompt_run,
+                      merge=prompts.refuse_merge, merge_refusal="use the run folder itself: it loads over its base")
+
+register(Method(name="ia3", wrap=ia3.add_ia3, load_trained=load_adapter_run, size=ia3.ia3_size, gpu_utilisation=0.35,
+                save=save_adapter, saved_file="adapter_config.json", run_kind="adapter", merge=merge_adapter))
+register(Method(name="prompt_tuning", wrap=prompts.add_prompt_tuning, size=prompts.prompt_size, gpu_utilisation=0.35,
+                **VIRTUAL_TOKENS))
+register(Method(name="prefix_tuning", wrap=prompts.add_prefix_tuning, size=prompts.prefix_size, gpu_utilisation=0.35,
+                **VIRTUAL_TOKENS))
+register(Method(name="bottleneck", wrap=bottleneck.add_bottlenecks, save=bottleneck.save_bottlenecks,
+                saved_file=bottleneck.CONFIG_FILE, run_kind="bottleneck",
+                load_trained=partial(load_over_base, bottleneck.load_bottlenecks), merge=bottleneck.refuse_merge,
+                merge_refusal="use the run folder itself: it loads over its base", size=bottleneck.bottleneck_size,
+                gpu_utilisation=0.35))
+register(Method(name="freeze", wrap=freeze.freeze_layers, save=freeze.save_trained, saved_file=freeze.TRAINED_FILE,
+                run_kind="layers", load_trained=partial(load_over_base, freeze.write_trained), merge=freeze.write_trained,
+                size=freeze.freeze_size, gpu_utilisation=0.40))
+
+LORA_VARIANTS: dict[str, dict[str, Any]] = {
+    "dora": {"use_dora": True},
+    "rslora": {"use_rslora": True},
+    "loraplus": {"loraplus_lr_ratio": 16.0},
+    "pissa": {"init": "pissa"},
+    "olora": {"init": "olora"},
+}
+"""The LoRA variants, as the `adapter` keys that select them over `lora` (or `qlora`, all but
+the initialisations): what a benchmark that measures every method also runs."""

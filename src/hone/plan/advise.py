@@ -9,9 +9,12 @@ rule is one row of `RULES` (first match wins) so a test can cover every branch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Literal
 
+from hone.model.load import ASSETS
 from hone.model.methods import get as get_method
 
 GOALS = ("behaviour", "style", "format", "terminology", "knowledge", "general")
@@ -49,6 +52,13 @@ class Answers:
     """Is the training budget tight (one consumer GPU, no multi-GPU runs)?"""
     license_allows: bool = True
     """Does the base model's license allow your intended use (e.g. commercial)?"""
+    many_tasks: bool = False
+    """Will one base serve many tasks (or customers), each with its own small adapter to store and switch?"""
+    keep_lower_layers: bool = False
+    """Is the task close to what the base already does, so its lower layers should stay as they are
+    (the transfer-learning picture: only the top layers adapt)?"""
+    lora_underfits: bool = False
+    """Did a LoRA run underfit: held-out loss stuck well above what you need while a full run does better?"""
 
 
 @dataclass
@@ -167,8 +177,30 @@ def _fine_tune(a: Answers) -> Advice:
     steps = ["check your examples: `hone check DATA.jsonl`", "save the config below and estimate the run: `hone plan run.yaml`",
              "train: `hone train run.yaml`", "compare against the base model on held-out data before shipping"]
     notes = [DISTILLATION_NOTE.format(size=a.model_params_b)] if method == "distillation" else []
+    reasons += [line for line in [measured_row(method)] if line]
     return Advice("fine-tuning", reasons, steps, "fine_tune", method=method, config_yaml=starting_config(a, method),
                   warnings=warnings, notes=notes)
+
+
+MEASURED = ASSETS / "methods.json"
+"""The methods table measured on the demo task (written by bench/methods.py with docs/methods.md)."""
+
+
+def measured_row(method: str, path: Path = MEASURED) -> str | None:
+    """The recommended method's measured row of docs/methods.md, as one line; None when unmeasured."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    row = next((r for r in table.get("rows", []) if r.get("method") == method and "error" not in r), None)
+    if row is None:
+        return None
+    peft = row.get("peft", {}).get("tokens_per_s")
+    quality = f"field exact match {row['field_exact_match']:.3f}" if row.get("field_exact_match") is not None else ""
+    forgetting = f", forgetting {row['forgetting']:+.1%}" if row.get("forgetting") is not None else ""
+    speed = f"{row['tokens_per_s']:.0f} tok/s" + (f" (plain PEFT {peft:.0f})" if peft else "")
+    return (f"measured on hone's demo task ({'smoke run, ' if table.get('quick') else ''}docs/methods.md): {method} trains "
+            f"{row['trainable']:,} parameters at {speed}, peak {row['peak_rss_mb']:.0f} MiB, {quality}{forgetting}")
 
 
 # hone has no distillation objective yet (STYLE.md's KD seam): say what the written config really does.
@@ -184,6 +216,9 @@ def choose_method(a: Answers) -> tuple[str, str]:
     if a.low_latency and a.model_params_b > 3:
         return "distillation", (f"you need fast, cheap answers: train a smaller model (1-3B) on a larger model's outputs "
                                 f"(knowledge distillation) instead of serving a {a.model_params_b:g}B model")
+    special = _special_method(a, fits_bf16=a.gpu_memory_gb <= 0 or a.gpu_memory_gb >= need_lora)
+    if special:
+        return special
     if a.gpu_memory_gb <= 0:
         return "lora", ("no GPU: LoRA on a small model (hone's embedded model or a ~0.5B one) trains on a CPU; "
                         f"a {a.model_params_b:g}B model needs a GPU")
@@ -195,9 +230,45 @@ def choose_method(a: Answers) -> tuple[str, str]:
                      "QLoRA keeps the base in 4-bit, about a quarter of the memory")
 
 
+def _special_method(a: Answers, fits_bf16: bool) -> tuple[str, str] | None:
+    """The adapter family's cases (issue 24), each where its reason applies; None: the memory table decides."""
+    if a.many_tasks:
+        if a.model_params_b >= 10:
+            return "prompt_tuning", ("many tasks on one base: prompt tuning stores ~20 vectors per task (tens of KB, "
+                                     "nothing in the weights), and at 10B+ it matches full fine-tuning (Lester et al.)")
+        return "ia3", ("many tasks on one base: IA3 trains one scale per key, value and MLP unit, about 0.01% of the "
+                       "weights (KB to a few MB per task), and it merges into the base like LoRA; prompt tuning only "
+                       "catches up on 10B+ models")
+    if a.lora_underfits:
+        base = "lora" if fits_bf16 else "qlora"
+        return "dora", (f"LoRA underfits: DoRA ({base} + adapter.use_dora) trains each weight's magnitude apart from its "
+                        "direction, closer to full fine-tuning's updates at LoRA's memory (plus one vector per layer)")
+    if a.keep_lower_layers and fits_bf16:
+        return "freeze", ("the task is close to the base's own: full fine-tuning of the top layers only keeps the lower "
+                          "layers' general features as they are, with no gradient, optimizer state or activations kept below them")
+    return None
+
+
+VARIANT_OF = {"distillation": "lora", "dora": "lora"}
+"""Advice names that train as another method (with the keys `method_keys` writes)."""
+
+
+def method_keys(a: Answers, method: str) -> list[str]:
+    """The `adapter` lines a recommended method needs beyond its name."""
+    if method == "dora":
+        return ["  use_dora: true"]
+    if method == "freeze":
+        return ["  train_layers: 4  # the top 4 decoder layers train; lower ones stay as loaded"]
+    if method == "prompt_tuning":
+        return ["  num_virtual_tokens: 20  # trains at 10x train.learning_rate (adapter.lr_ratio)"]
+    return []
+
+
 def starting_config(a: Answers, method: str) -> str:
     """YAML for `hone train`: conservative defaults scaled to the data size."""
-    train_method = {"distillation": "lora"}.get(method, method)  # the student trains with LoRA
+    train_method = VARIANT_OF.get(method, method)  # the student trains with LoRA; DoRA is LoRA with a key
+    if method == "dora" and 0 < a.gpu_memory_gb < a.model_params_b * 2 * 1.15 + 1:
+        train_method = "qlora"
     trains_base = get_method(train_method).trains_base
     data = a.dataset or "train.jsonl"
     epochs = 3 if a.n_examples < 1000 else 2 if a.n_examples < 5000 else 1
@@ -208,8 +279,9 @@ def starting_config(a: Answers, method: str) -> str:
         "data:", f"  train: {data}", "  max_length: 512",
         "adapter:", f"  method: {train_method}",
     ]
-    if not trains_base:  # adapter methods: their rank and scale
+    if get_method(train_method).size is get_method("lora").size:  # LoRA's family: its rank and scale
         lines += ["  lora_rank: 16" if a.n_examples >= 1000 else "  lora_rank: 8", "  lora_alpha: 16.0"]
+    lines += method_keys(a, method)
     lines += ["train:", "  output_dir: runs/advised", f"  epochs: {epochs}", "  batch_size: 8", f"  learning_rate: {lr}",
               f"  gradient_checkpointing: {'true' if a.gpu_memory_gb and a.gpu_memory_gb < 24 else 'false'}"]
     if method == "distillation":

@@ -26,6 +26,9 @@ QUESTIONS = {
     "low_latency": "Must answers be fast or cheap per call?",
     "low_budget": "Is the training budget tight (one consumer GPU)?",
     "license_allows": "Does the base model's license allow your intended use?",
+    "many_tasks": "Will one base serve many tasks, each with its own small adapter?",
+    "keep_lower_layers": "Is the task close to what the base already does (keep its lower layers as they are)?",
+    "lora_underfits": "Did an earlier LoRA run underfit?",
 }
 
 

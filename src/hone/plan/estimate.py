@@ -30,6 +30,7 @@ from hone.model.methods import get as get_method
 from hone.plan.hardware import GPUS, HOSTED, PRICES_AS_OF, Gpu, HostedPrice, with_prices
 from hone.plan.calibrate import BUDGET_S, MAX_CALIBRATED_PARAMS, replay_sample, run_tokens, time_steps
 from hone.plan.license import LicenseInfo, read_license
+from hone.plan import parallel as multi
 from hone.plan.memory import GIB, Arch, BatchShape, MemoryBreakdown, MemorySettings, describe_model, estimate_memory, parameter_counts, step_flops
 from hone.train.loop import Setup, build_optimizer, plan_steps, train_step
 
@@ -63,6 +64,8 @@ class Target:
     memory_gib: float
     hours: float
     usd: float
+    capacity_gib: float = 0.0
+    """The GPU's memory."""
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Plan:
     this_machine_eval_seconds: float = 0.0
     time_source: str = "estimated"
     """`measured` when real steps of the run's model were timed (hone.plan.calibrate), `estimated` from FLOPs."""
+    parallel: tuple | None = None
+    """With several processes (`train.nproc`, or torchrun's): (this device, GPUs) `hone.plan.parallel.Parallel`s."""
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -129,6 +134,8 @@ class Plan:
         hosted = ", ".join(f"{h['name']} ${h['usd']:.2f}" for h in self.hosted)
         lines.append(f"  hosted alternative (prices {PRICES_AS_OF}): {hosted}")
         lines.append(f"  license: {self.license.line()}")
+        if self.parallel:
+            lines += multi.lines(*self.parallel, self.targets, size, _duration)
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -161,6 +168,7 @@ def hone_settings(config: RunConfig, device_type: str, compute_bytes: float) -> 
         lora_targets=(targets,) if isinstance(targets, str) else tuple(targets),
         backward_layers=4.0 if device_type == "cpu" else 2.0,
         runtime_bytes=50 * 2**20 if device_type == "cpu" else 0.0,
+        adapter=config.adapter,
     )
 
 
@@ -197,7 +205,11 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     if device.type == "cpu" and str(compute) == "torch.bfloat16":
         notes.append("bf16 compute on this CPU (measured faster than fp32)")
     trainable, total = parameter_counts(arch, settings)
-    return Plan(model=config.model.path, method=settings.method, total_params=total, trainable_params=trainable, memory=memory, device=device.type, data=data,
+    ranks, train = multi.processes(config.train.nproc), config.train
+    spread = None if ranks < 2 else tuple(
+        multi.per_process(peak, arch, chosen, ranks, train.batch_size, train.gradient_accumulation_steps)
+        for peak, chosen in ((memory, settings), (estimate_memory(arch, gpu_settings, data.largest_batch), gpu_settings)))
+    return Plan(parallel=spread, model=config.model.path, method=settings.method, total_params=total, trainable_params=trainable, memory=memory, device=device.type, data=data,
                 epochs=config.train.epochs, steps=steps, flops=flops, this_machine_seconds=seconds,
                 this_machine_flops_per_s=rate, targets=targets, hosted=hosted,
                 dataset_advice=dataset_advice(data.examples), license=model_license(config), notes=notes,
@@ -237,11 +249,11 @@ def measured_run_seconds(config: RunConfig, train: list, evals: list) -> tuple[i
 def gpu_target(gpu: Gpu, peak_bytes: float, flops: float, method: str) -> Target:
     hours = flops / (gpu.peak_tflops * 1e12 * get_method(method).gpu_utilisation) / 3600
     return Target(gpu.name, fits=peak_bytes / GIB <= gpu.memory_gib, memory_gib=round(peak_bytes / GIB, 2),
-                  hours=hours, usd=round(hours * gpu.usd_per_hour, 2))
+                  hours=hours, usd=round(hours * gpu.usd_per_hour, 2), capacity_gib=gpu.memory_gib)
 
 
 def total_steps(examples: int, config: RunConfig) -> int:
-    return plan_steps(max(examples, 1), config.train)[1]
+    return plan_steps(max(examples, 1), config.train, multi.processes(config.train.nproc))[1]
 
 
 def micro_steps(data: DataStats, config: RunConfig) -> float:

@@ -40,6 +40,8 @@ class Measured:
     seconds_per_step: float
     """Median wall-clock seconds of the timed optimizer steps (the first step is a warm-up)."""
     tokens_per_step: int
+    compute_bytes: int = 2
+    """Bytes per element of the compute dtype the run chose (bf16 only where this CPU multiplies it fast)."""
 
 
 def measure_run(model_dir: str | Path, method: str, batch_size: int, seq_len: int, steps: int = 3,
@@ -111,7 +113,8 @@ def _child(job: dict) -> dict:
         seconds.append(time.perf_counter() - started)
     timed = sorted(seconds[1:] or seconds)
     return asdict(Measured(peak_bytes=(_rss_kib("VmHWM") - baseline) * 1024, weights_bytes=(loaded - baseline) * 1024,
-                           seconds_per_step=timed[len(timed) // 2], tokens_per_step=job["batch_size"] * job["seq_len"]))
+                           seconds_per_step=timed[len(timed) // 2], tokens_per_step=job["batch_size"] * job["seq_len"],
+                           compute_bytes=compute.itemsize))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from its entry in hone.model.methods, never from its name.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from hone.model.methods import Method, get, lora_params  # noqa: F401  (lora_params: LoRA's count, kept importable here)
 
@@ -39,6 +39,9 @@ class Arch:
     largest_param: int
     lora_pairs: dict[str, tuple[int, int, int]]
     """Linear module name -> (in_features, out_features, how many) inside the decoder blocks."""
+    parameters: dict[str, int] = field(default_factory=dict)
+    """Every parameter's name (as the loaded model names it) -> its element count: what a
+    method that trains chosen base weights (freeze) counts."""
 
 
 @dataclass
@@ -70,6 +73,9 @@ class MemorySettings:
     plus their gradients). Measured 4 on CPU (fp32 gradients, glibc keeps freed blocks); 2 on CUDA's caching allocator."""
     runtime_bytes: float = 0.0
     """Fixed cost of the runtime (CPU: thread pools, oneDNN kernels, autograd engine: ~50 MiB measured)."""
+    adapter: Any = None
+    """The run's AdapterArgs (hone.config): the sizes of methods beyond LoRA's rank and targets
+    (virtual tokens, bottleneck width, trained layers, DoRA); None: AdapterArgs' defaults."""
 
 
 @dataclass
@@ -122,11 +128,12 @@ def describe_model(config) -> Arch:
             pairs[short] = (n_in, n_out, count + 1)
             linear_params += module.weight.numel()
     params = list(model.parameters())
+    named = {name: p.numel() for name, p in model.named_parameters()}
     return Arch(vocab=text.vocab_size, hidden=hidden, layers=text.num_hidden_layers, heads=heads,
                 kv_heads=getattr(text, "num_key_value_heads", None) or heads, head_dim=head_dim,
                 intermediate=getattr(text, "intermediate_size", None) or 4 * hidden,
                 total_params=sum(p.numel() for p in params), layer_linear_params=linear_params,
-                largest_param=max(p.numel() for p in params), lora_pairs=pairs)
+                largest_param=max(p.numel() for p in params), lora_pairs=pairs, parameters=named)
 
 
 def parameter_counts(arch: Arch, settings: MemorySettings) -> tuple[int, int]:
@@ -164,10 +171,12 @@ def layer_activation_bytes(arch: Arch, settings: MemorySettings) -> float:
     """
     h, f = arch.hidden, arch.intermediate
     q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
-    per_hidden = 27.3 if fp32_stream(settings) else 20.7
+    # 10.35 values per hidden unit, 3.3 of them the residual stream and norms (fp32 with fp32 master weights)
+    stream = 4 if fp32_stream(settings) else settings.compute_bytes
+    per_hidden = (10.35 - 3.3) * settings.compute_bytes + 3.3 * max(stream, settings.compute_bytes)
     adapter = get(settings.method).size(arch, settings).saved_per_token
-    scale = settings.compute_bytes / 2  # the counts above are for 2-byte compute
-    return scale * (per_hidden * h + 8 * f + 4 * q_width + 5 * kv_width + 4 * arch.heads + adapter) + 10
+    scale = settings.compute_bytes / 2  # the counts below are for 2-byte compute
+    return per_hidden * h + scale * (8 * f + 4 * q_width + 5 * kv_width + 4 * arch.heads + adapter) + 10
 
 
 def activation_bytes(arch: Arch, settings: MemorySettings, batch: BatchShape, checkpointing: bool) -> float:
@@ -229,6 +238,10 @@ def estimate_memory(arch: Arch, settings: MemorySettings, batch: BatchShape) -> 
 def temporary_weight_bytes(arch: Arch, settings: MemorySettings, method: Method) -> float:
     """Weights alive in a second copy during a pass: one de-quantised linear layer at a time
     (4-bit), or autocast's compute-dtype copies of the layers' higher-precision weights."""
+    if method.quantize_4bit and settings.compute_bytes >= 4:
+        # measured (hone.plan.measure, AVX-512 CPU without bf16): in fp32 the 4-bit layers' de-quantised
+        # weights stay alive for backward, about one fp32 copy of every decoder linear
+        return arch.layer_linear_params * settings.compute_bytes
     if method.quantize_4bit:
         return max(n_in * n_out for n_in, n_out, _ in arch.lora_pairs.values()) * settings.compute_bytes
     if method.trains_base and settings.weight_bytes > settings.compute_bytes:

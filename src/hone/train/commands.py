@@ -9,8 +9,10 @@ from pathlib import Path
 from hone.config import load_config, read_yaml
 from hone.errors import HoneError
 from hone.model import methods
-from hone.train import objectives
+from hone.train import dpo, kto, objectives, orpo, reward, simpo  # noqa: F401 - importing registers each objective
+from hone.train.distributed import check_combination
 from hone.train.sft import CONFIG_FILE
+from hone.train.tracking import check_trackers
 
 
 def resolve_config(config_path: str | None, overrides: list[str], resume, base: dict | None = None):
@@ -19,6 +21,7 @@ def resolve_config(config_path: str | None, overrides: list[str], resume, base: 
     method and objective are looked up now, so an unknown name fails before any data work."""
     config = _read_config(config_path, overrides, resume, base)
     methods.get(config.adapter.method), objectives.get(config.train.objective)
+    check_combination(config), check_trackers(config.train.report_to)
     return config
 
 

@@ -10,8 +10,12 @@ class MetricsLog:
     """Appends one JSON object per optimizer step. On resume, lines after the checkpoint's
     step are dropped so the file reads as one uninterrupted run."""
 
-    def __init__(self, path: Path, keep_through_step: int = 0):
-        self.path = path
+    def __init__(self, path: Path, keep_through_step: int = 0, enabled: bool = True, tracker=None):
+        """`enabled`: False on every rank but 0 (nothing written); `tracker` gets each record too
+        (`hone.train.tracking.Trackers`)."""
+        self.path, self.enabled, self.tracker = path, enabled, tracker
+        if not enabled:
+            return
         kept = []
         if keep_through_step and path.is_file():
             for line in path.read_text().splitlines():
@@ -24,8 +28,12 @@ class MetricsLog:
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(record)
 
 
 def read_metrics(path: Path) -> list[dict]:

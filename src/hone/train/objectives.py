@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from hone.data.collate import PACK_MULTIPLE, pack_batch, pad_batch
+from hone.data.dataset import tokenize_examples
 from hone.data.render import IGNORE
 from hone.registry import Registry
 from hone.train.loss import token_loss
@@ -84,6 +85,27 @@ def unregister(name: str) -> None:
 def get(name: str) -> Objective:
     """The objective named `name`; a HoneError naming `train.objective` when there is none."""
     return OBJECTIVES.find(name)
+
+
+# Optional parts of an objective, each with the default that causal LM uses:
+#   tokenize(tokenizer, examples, max_length, policy, render) -> (items, LengthReport)
+#       how its examples become items (default: SFT rendering, `hone.data.dataset.tokenize_examples`)
+#   start(setup, config, train, evals, resume) -> setup
+#       before the first step: read its settings, add modules, compute what it needs once
+#   save(model, run_dir, config)
+#       write the trained model its own way (default: the method's `save`)
+#   watch_eval(record)
+#       see each evaluation's `eval_*` metrics (warnings about trends)
+
+def tokenizer_of(objective: Objective):
+    """How `objective`'s examples are tokenized."""
+    return getattr(objective, "tokenize", tokenize_examples)
+
+
+def started(setup, config, train: list, evals: list, resume: bool):
+    """`setup` after the objective's `start` (unchanged when it has none)."""
+    start = getattr(setup.objective, "start", None)
+    return start(setup, config, train, evals, resume) if start else setup
 
 
 CAUSAL_LM = register(CausalLM())

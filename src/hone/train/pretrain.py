@@ -16,6 +16,7 @@ from hone.data.render import Tokenized
 from hone.data.split import split_examples
 from hone.errors import HoneError
 from hone.model.load import load_tokenizer
+from hone.train import distributed
 from hone.train.commands import resolve_config
 from hone.train.loop import Interrupted
 from hone.train.sft import start_run, train_and_save
@@ -25,8 +26,10 @@ DEFAULTS = {"adapter": {"method": "full"}, "data": {"overlength": "truncate"}}
 
 def pretrain_command(config_path: str | None, overrides: list[str], resume: bool) -> int:
     config = resolve_config(config_path, overrides, False, base=DEFAULTS)
+    world = distributed.start(config)  # under torchrun: one rank per process, rank 0 writes and prints
     try:
         run_dir = run_pretrain(config, resume)
+        distributed.stop(world)
     except Interrupted as exc:
         print(f"hone: {exc}; continue with: hone pretrain {config_path} --resume")
         return 130
@@ -74,5 +77,6 @@ def run_pretrain(config: RunConfig, resume: bool = False) -> Path:
         raise HoneError(f"{data.train}: not enough text for one block of {data.block_size} tokens", "lower data.block_size")
     print(f"pretrain: {len(documents):,} documents -> {len(train):,} blocks of {data.block_size} tokens; eval {len(evals)} blocks")
     summary = train_and_save(config, tokenizer, train, evals, run_dir, resume)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if distributed.current().main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return run_dir

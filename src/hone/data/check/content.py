@@ -10,7 +10,7 @@ import numpy as np
 
 from hone.data.check.read import FileData
 from hone.data.check.report import Finding
-from hone.data.check.views import SFT_KINDS, answer_text, normalized, parse_json_value, prompt_text, system_prompt
+from hone.data.check.views import PAIRED_KINDS, SFT_KINDS, answer_text, normalized, parse_json_value, prompt_text, system_prompt
 from hone.data.formats import Example
 from hone.data.minhash import word_table
 
@@ -40,7 +40,7 @@ def low_count_findings(data: FileData) -> list[Finding]:
 # ---- format consistency ---------------------------------------------------------------------
 
 def format_findings(data: FileData) -> list[Finding]:
-    examples = [e for e in data.examples if e.kind in SFT_KINDS + ("preference",)]
+    examples = [e for e in data.examples if e.kind in SFT_KINDS + PAIRED_KINDS]
     return _json_answer_findings(data.path, examples) + _system_prompt_findings(data.path, examples)
 
 
@@ -129,7 +129,7 @@ def pii_findings(data: FileData) -> list[Finding]:
 
 
 def _all_text(example: Example) -> str:
-    turns = example.messages + example.chosen + example.rejected
+    turns = example.messages + example.chosen + example.rejected + example.answer
     return "\n".join([example.prompt, example.completion, example.text] + [m.get("content") or "" for m in turns])
 
 
@@ -138,7 +138,7 @@ def _all_text(example: Example) -> str:
 def role_counts(data: FileData) -> dict[str, int]:
     counts = Counter()
     for example in data.examples:
-        counts.update(m["role"] for m in example.messages + example.chosen + example.rejected)
+        counts.update(m["role"] for m in example.messages + example.chosen + example.rejected + example.answer)
         if example.kind == "completion":
             counts.update(("prompt", "completion"))
     return dict(counts.most_common())

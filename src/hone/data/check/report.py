@@ -89,6 +89,7 @@ def _stats_lines(stats: dict) -> list[str]:
     tokens = stats.get("tokens")
     if tokens:
         lines.append(f"  {tokens['line']}")
+    lines += _preference_lines(stats.get("preference"))
     diversity = stats.get("prompt_diversity")
     if diversity:
         lines.append(f"  prompt diversity: distinct-1 {diversity['distinct_1']:.3f}, distinct-2 {diversity['distinct_2']:.3f}")
@@ -100,6 +101,17 @@ def _stats_lines(stats: dict) -> list[str]:
     if clusters:
         lines.append("  largest near-duplicate clusters: " + ", ".join(f"{c['size']} rows (line {c['rows'][0]})" for c in clusters[:3]))
     return lines
+
+
+def _preference_lines(stats: dict | None) -> list[str]:
+    if not stats:
+        return []
+    if "pairs" in stats:
+        return [f"  preference pairs: {stats['pairs']}, chosen longer in {stats['chosen_longer_share']:.0%} of "
+                f"{stats['unequal_pairs']} of unequal length; mean {stats['chosen_chars']:.0f} chosen vs "
+                f"{stats['rejected_chars']:.0f} rejected characters"]
+    return [f"  unpaired rows: {stats['desirable']} desirable (mean {stats['desirable_chars']:.0f} characters), "
+            f"{stats['undesirable']} undesirable (mean {stats['undesirable_chars']:.0f})"]
 
 
 def _severity_lines(findings: list[Finding], severity: str, per_kind: int) -> list[str]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hone.data.check import content, similarity
+from hone.data.check import content, preference, similarity
 from hone.data.check.read import FileData, format_counts, read_file
 from hone.data.check.report import CheckReport, Finding
 from hone.data.check.tokens import length_stats, token_checks
-from hone.data.check.views import SFT_KINDS
+from hone.data.check.views import PAIRED_KINDS, SFT_KINDS
 from hone.config import DataArgs
 from hone.data.dataset import Renderings
 from hone.errors import HoneError
@@ -66,8 +66,8 @@ def check_read(files: list[FileData], findings: list[Finding], tokenizer=None, m
     if tokenizer is None:
         notes.append("token checks (too_long, no_trained_tokens, missing_eos) skipped: no tokenizer")
     else:
-        notes += [f"{data.path}: token checks cover chat and prompt/completion rows; this file has none"
-                  for data in files if data.examples and not any(e.kind in SFT_KINDS for e in data.examples)]
+        notes += [f"{data.path}: token checks cover chat, prompt/completion and preference rows; this file has none"
+                  for data in files if data.examples and not any(e.kind in SFT_KINDS + PAIRED_KINDS for e in data.examples)]
     stats["train"]["near_duplicate_clusters"] = clusters
     return CheckReport(files={d.path: _file_info(d) for d in files}, stats=stats, findings=_ordered(findings),
                        data=files, notes=notes)
@@ -78,6 +78,8 @@ def _similarity(files: list[FileData], args: CheckArgs) -> tuple[list[Finding], 
     findings = similarity.duplicate_findings(groups) + similarity.near_duplicate_findings(groups, args.near_duplicate_threshold)
     if len(files) == 2:
         findings += similarity.leakage_findings(groups, files[0].path, files[1].path)
+        copied = {row for f in findings if f.kind == "eval_leakage" for row in f.rows}
+        findings += preference.prompt_leakage_findings(files[0], files[1], copied)
     findings += similarity.contradiction_findings(files[0], args.contradiction_threshold, args.num_perm, args.shingle_words)
     return findings, similarity.largest_clusters(groups, files[0].path)
 
@@ -85,8 +87,10 @@ def _similarity(files: list[FileData], args: CheckArgs) -> tuple[list[Finding], 
 def _file_checks(data: FileData, tokenizer, max_length: int | None, overlength: str, args: CheckArgs,
                  render: Renderings | None = None) -> tuple[list[Finding], dict]:
     examples = data.examples
-    findings = content.pii_findings(data)
+    findings = content.pii_findings(data) + preference.preference_findings(data)
     stats = {"roles": content.role_counts(data), "lengths": length_stats(content.word_length_stats(examples), "words")}
+    if preference.length_stats(data):
+        stats["preference"] = preference.length_stats(data)
     if data.role == "train":
         findings += content.low_count_findings(data) + content.format_findings(data)
         stats |= {"prompt_diversity": content.prompt_diversity(examples), "labels": content.label_stats(examples)}

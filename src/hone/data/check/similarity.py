@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hone.data.check.read import FileData
 from hone.data.check.report import Finding
-from hone.data.check.views import (SFT_KINDS, answer_text, content_text, exact_key, normalized, parse_json_value,
+from hone.data.check.views import (PAIRED_KINDS, SFT_KINDS, answer_text, content_text, exact_key, normalized, parse_json_value,
                                    prompt_text, system_prompt)
 from hone.data.formats import Example
 from hone.data.minhash import near_duplicate_groups
@@ -74,12 +74,19 @@ def near_duplicate_findings(groups: Groups, threshold: float) -> list[Finding]:
         for path in dict.fromkeys(groups.files[i] for i in members):
             inside = [i for i in members if groups.files[i] == path]
             distinct = len({groups.exact[i] for i in inside})
-            if distinct > 1:
+            if distinct > 1 and not _answers_to_one_prompt([groups.examples[i] for i in inside]):
                 rows = [groups.examples[i].line for i in inside]
                 findings.append(Finding("near_duplicate", "warning", path, rows,
                                         f"{len(rows)} rows ({distinct} distinct texts) are near-duplicates "
                                         f"(estimated word-bigram Jaccard >= {threshold})"))
     return findings
+
+
+def _answers_to_one_prompt(examples: list[Example]) -> bool:
+    """Preference or unpaired rows that only answer one prompt differently: how such data is built
+    (several pairs or labelled answers per prompt), not a copy."""
+    prompts = {(normalized(system_prompt(e)), normalized(prompt_text(e))) for e in examples}
+    return len(prompts) == 1 and all(e.kind in PAIRED_KINDS for e in examples)
 
 
 def leakage_findings(groups: Groups, train_path: str, eval_path: str) -> list[Finding]:
@@ -102,8 +109,9 @@ def leakage_findings(groups: Groups, train_path: str, eval_path: str) -> list[Fi
 def largest_clusters(groups: Groups, path: str, top: int = 5) -> list[dict]:
     clusters = []
     for members in _members(groups.cluster).values():
-        rows = [groups.examples[i].line for i in members if groups.files[i] == path]
-        if len(rows) > 1:
+        inside = [groups.examples[i] for i in members if groups.files[i] == path]
+        rows = [e.line for e in inside]
+        if len(rows) > 1 and not _answers_to_one_prompt(inside):
             clusters.append({"size": len(rows), "rows": rows[:20]})
     return sorted(clusters, key=lambda c: -c["size"])[:top]
 

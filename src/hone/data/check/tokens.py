@@ -12,7 +12,8 @@ from hone.data.check.read import FileData
 from hone.data.check.report import Finding
 from hone.data.dataset import LengthReport, Renderings, apply_length_policy
 from hone.data.render import IGNORE, RenderError, Tokenized
-from hone.data.check.views import SFT_KINDS
+from hone.data.check.views import PAIRED_KINDS, SFT_KINDS
+from hone.data.pairs import fit_sequences, render_pair, render_unpaired
 
 END_MARKERS = ("end", "eot", "eos", "</s>")  # special tokens that close a turn: <|im_end|>, <|eot_id|>, <end_of_turn>, ...
 
@@ -44,18 +45,21 @@ def token_checks(tokenizer, data: FileData, max_length: int, policy: str,
     ends = end_of_turn_ids(tokenizer)
     lengths, over, empty, no_eos, findings = [], [], [], [], []
     for example in data.examples:
-        if example.kind not in SFT_KINDS:
+        if example.kind not in SFT_KINDS + PAIRED_KINDS:
             continue
         try:
-            item = render(example)
+            sequences = (render(example),) if example.kind in SFT_KINDS else answer_sequences(tokenizer, example)
         except RenderError as exc:
             findings.append(Finding("render", "error", data.path, [example.line], str(exc), rejects=True))
             continue
         report.examples += 1  # rendered ones only: the token line counts what training would see
-        lengths.append(len(item.input_ids))
-        if not trained_runs_end_with(item, ends):
+        lengths.append(max(len(s.input_ids) for s in sequences))
+        if not all(trained_runs_end_with(s, ends) for s in sequences):
             no_eos.append(example.line)
-        _apply_policy(item, max_length, policy, report, example.line, over, empty)
+        if example.kind in SFT_KINDS:
+            _apply_policy(sequences[0], max_length, policy, report, example.line, over, empty)
+        else:
+            _apply_pair_policy(sequences, max_length, policy, report, example.line, over, empty)
     findings += _length_findings(data.path, report, over, empty, no_eos)
     # Files without chat or prompt/completion rows (text, preference) have no SFT token line.
     tokens = {**vars(report), "line": report.line(data.role)} if report.examples else None
@@ -72,6 +76,26 @@ def _apply_policy(item: Tokenized, max_length: int, policy: str, report: LengthR
     if len(item.input_ids) > max_length:
         over.append(line)
     if fitted is None and policy == "truncate":  # the prompt alone fills max_length: nothing is left to learn
+        empty.append(line)
+
+
+def answer_sequences(tokenizer, example) -> tuple[Tokenized, ...]:
+    """A pair's prompt + chosen and prompt + rejected, or an unpaired row's prompt + answer, rendered
+    as preference training renders them (`hone.data.pairs`)."""
+    if example.kind == "preference":
+        return render_pair(tokenizer, example).sequences()
+    return (render_unpaired(tokenizer, example)[0],)
+
+
+def _apply_pair_policy(sequences, max_length: int, policy: str, report: LengthReport, line: int, over: list, empty: list) -> None:
+    """As `_apply_policy`, for the sequences of one preference row: training keeps or drops them together."""
+    fitted = fit_sequences(sequences, max_length, policy, report)
+    if not all(s.trained_tokens for s in sequences):
+        empty.append(line)
+        return
+    if any(len(s.input_ids) > max_length for s in sequences):
+        over.append(line)
+    if fitted is None and policy == "truncate":
         empty.append(line)
 
 

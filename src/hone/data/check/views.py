@@ -11,6 +11,7 @@ import json
 from hone.data.formats import Example
 
 SFT_KINDS = ("chat", "completion")
+PAIRED_KINDS = ("preference", "unpaired")  # kinds whose `messages` is the prompt and whose answers live apart
 
 
 def normalized(text: str) -> str:
@@ -40,17 +41,18 @@ def prompt_text(example: Example) -> str:
         return example.prompt
     if example.kind == "text":
         return ""
-    messages = example.messages if example.kind == "preference" else example.messages[: last_answer_index(example.messages)]
+    paired = example.kind in PAIRED_KINDS  # `messages` holds the prompt alone
+    messages = example.messages if paired else example.messages[: last_answer_index(example.messages)]
     return "\n".join(turn_text(m) for m in messages if m["role"] != "system")
 
 
 def answer_text(example: Example) -> str:
-    """The final answer (the chosen one for preference pairs)."""
+    """The final answer (the chosen one for preference pairs, the labelled one for unpaired rows)."""
     if example.kind == "completion":
         return example.completion
     if example.kind == "text":
         return example.text
-    messages = example.chosen if example.kind == "preference" else example.messages
+    messages = {"preference": example.chosen, "unpaired": example.answer}.get(example.kind, example.messages)
     return turn_text(messages[last_answer_index(messages)]) if messages else ""
 
 
@@ -60,7 +62,7 @@ def content_text(example: Example) -> str:
         return example.prompt + "\n" + example.completion
     if example.kind == "text":
         return example.text
-    turns = example.messages + example.chosen + example.rejected
+    turns = example.messages + example.chosen + example.rejected + example.answer
     return "\n".join(turn_text(m) for m in turns if m["role"] != "system")
 
 
@@ -71,7 +73,8 @@ def exact_key(example: Example) -> str:
     if example.kind == "text":
         return "text\x00" + normalized(example.text)
     parts = [example.kind]
-    for group, turns in (("", example.messages), ("chosen", example.chosen), ("rejected", example.rejected)):
+    for group, turns in (("", example.messages), ("chosen", example.chosen), ("rejected", example.rejected),
+                         (f"answer-{example.label}", example.answer)):
         parts += [f"{group}{m['role']}:{m.get('weight', 1)}:{normalized(turn_text(m))}" for m in turns]
     if example.tools:  # the same turns with other tools on offer teach a different choice
         parts.append("tools:" + json.dumps(example.tools, sort_keys=True, ensure_ascii=False))
