@@ -94,8 +94,9 @@ def one_request(client, model: str, messages: list[dict], max_tokens: int) -> di
     return {"latency": time.perf_counter() - started, "ttft": first if first is not None else float("nan"), "tokens": tokens}
 
 
-def run_phase(client, jobs: list[tuple[str, list[dict]]], clients: int, max_tokens: int) -> dict:
-    """Send `jobs` from `clients` threads (each takes the next job when its last one ends)."""
+def run_phase(client, jobs: list[tuple[str, list[dict]]], clients: int, max_tokens: int) -> tuple[list[dict], float]:
+    """Send `jobs` from `clients` threads (each takes the next job when its last one ends);
+    (each request's result, seconds)."""
     results: list[dict] = []
     lock = threading.Lock()
     queue = list(jobs)
@@ -116,7 +117,7 @@ def run_phase(client, jobs: list[tuple[str, list[dict]]], clients: int, max_toke
         thread.start()
     for thread in threads:
         thread.join()
-    return summarise(results, time.perf_counter() - started)
+    return results, time.perf_counter() - started
 
 
 def summarise(results: list[dict], seconds: float) -> dict:
@@ -182,10 +183,24 @@ def measure(url: str, cli) -> dict:
     one_request(client, models[0], tickets[0], 4)  # warm-up
     single_jobs = [(models[i % len(models)], tickets[i % len(tickets)]) for i in range(cli.single)]
     concurrent_jobs = [(models[i % len(models)], tickets[i % len(tickets)]) for i in range(cli.clients * cli.per_client)]
-    single = run_phase(client, single_jobs, 1, cli.max_tokens)
-    concurrent = run_phase(client, concurrent_jobs, cli.clients, cli.max_tokens)
+    # one at a time in two halves, before and after the concurrent phase: a shared machine's speed
+    # drifts within minutes, and this way the drift falls on both sides of the ratio
+    half = len(single_jobs) // 2
+    before, before_s = run_phase(client, single_jobs[:half], 1, cli.max_tokens)
+    steps = health(url)
+    concurrent = summarise(*run_phase(client, concurrent_jobs, cli.clients, cli.max_tokens))
+    after_steps = health(url)
+    after, after_s = run_phase(client, single_jobs[half:], 1, cli.max_tokens)
+    single = summarise(before + after, before_s + after_s)
+    concurrent["decoding_steps"] = after_steps["steps"] - steps["steps"]
+    concurrent["prefill_passes"] = after_steps.get("prefills", 0) - steps.get("prefills", 0)
     return {"models": models, "one_at_a_time": single, "concurrent": concurrent,
             "speedup": round(concurrent["tokens_per_s"] / max(single["tokens_per_s"], 1e-9), 2)}
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/health", timeout=30) as response:
+        return json.loads(response.read())
 
 
 def report(results: dict, cli) -> None:
@@ -197,7 +212,8 @@ def report(results: dict, cli) -> None:
             ("time to first token p50 (s)", "ttft_p50_s"), ("time to first token p99 (s)", "ttft_p99_s")]
     for label, key in rows:
         print(f"{label:28}{single[key]!s:>16}{concurrent[key]!s:>16}")
-    print(f"server peak memory: {results['server_peak_rss_mb']} MB")
+    print(f"server peak memory: {results['server_peak_rss_mb']} MB; the concurrent phase took "
+          f"{concurrent['decoding_steps']} decoding steps and {concurrent['prefill_passes']} prefill passes")
     verdict = "met" if results["speedup"] >= 5 and concurrent["failed"] == 0 else "NOT met"
     if cli.clients < 32:
         verdict += "; the target is for 32 clients, this was a quick check"

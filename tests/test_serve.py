@@ -346,3 +346,31 @@ def generate_together(scheduler, served, jobs):
     for event in done:
         assert event.wait(60)
     return ids
+
+
+def test_joined_adapters_compute_what_peft_mixed_batches_compute(tmp_path, tiny_llama):
+    """hone.serve.rows against PEFT's own `adapter_names=` path: ranks 2 and 6, one adapter on the
+    attention only, a scale that is not a power of two, rows on the base between them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    runs = []
+    for seed, config in ((1, LoraConfig(r=2, lora_alpha=3, target_modules="all-linear", init_lora_weights=False)),
+                         (2, LoraConfig(r=6, lora_alpha=5, target_modules=["q_proj", "v_proj"], init_lora_weights=False))):
+        torch.manual_seed(seed)
+        run = tmp_path / f"run{seed}"
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), config).save_pretrained(run)
+        save_config(load_config(None, [f"model.path={tiny_llama}", f"data.train={DEMO / 'train.jsonl'}", f"train.output_dir={run}"]), run / "config.yaml")
+        runs.append((f"r{seed}", str(run)))
+    served = load_served(str(tiny_llama), runs, dtype="float32")
+    assert served.rows is not None
+    names = [served.models[m].peft_name for m in ("r2", served.base_id, "r1", "r1", "r2")]
+    ids = torch.randint(5, 60, (len(names), 7), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        served.rows.use(names, ids.device)
+        ours = served.model(input_ids=ids).logits
+        served.rows.remove()
+        theirs = served.model(input_ids=ids, adapter_names=names).logits
+        base = served.model(input_ids=ids, adapter_names=["__base__"] * len(names)).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    assert float((theirs[0] - base[0]).abs().max()) > 1e-3 and float((theirs[2] - base[2]).abs().max()) > 1e-3

@@ -5,8 +5,8 @@ The batch cache is a list of (keys, values) per layer, each `B, H, T, D`, left-p
 real tokens are the last ones its `mask[b]` marks. A joining group is prefilled on its own
 (left-padded among itself) and concatenated in; a leaving row is dropped with its cache row,
 and columns that only padding fills any more are cut away. Each step feeds every row's last
-sampled token at its own position (`mask.sum(1)`), with PEFT's `adapter_names=` choosing each
-row's adapter, so requests for different adapters share the step.
+sampled token at its own position (`mask.sum(1)`), each row through its own adapter
+(`hone.serve.rows`), so requests for different adapters share the step.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class Scheduler:
         self.wake = threading.Condition()
         self.stopped = False
         self.steps = 0
+        self.prefills = 0  # prefill passes (requests joining the batch together share one)
         self.cancelled = 0  # rows dropped because their client left
         self.thread = threading.Thread(target=self.run, name="hone-serve-scheduler", daemon=True)
 
@@ -108,7 +109,7 @@ class Scheduler:
             self.wake.notify()
 
     def load(self) -> dict:
-        return {"active": len(self.active), "waiting": sum(r.n for r in self.waiting), "steps": self.steps,
+        return {"active": len(self.active), "waiting": sum(r.n for r in self.waiting), "steps": self.steps, "prefills": self.prefills,
                 "cancelled": self.cancelled}
 
     def run(self) -> None:
@@ -160,6 +161,7 @@ class Scheduler:
     def _prefill(self, joining: list[Sequence]) -> None:
         """Run the joining prompts, sample each first token, and add their rows to the batch."""
         device = self.served.device
+        self.prefills += 1
         longest = max(len(s.request.prompt_ids) for s in joining)
         ids = torch.zeros(len(joining), longest, dtype=torch.long)
         mask = torch.zeros(len(joining), longest, dtype=torch.long)
@@ -187,7 +189,11 @@ class Scheduler:
         self._take(out.logits[:, -1].float(), range(len(self.active)))
 
     def _forward(self, ids, mask, positions, cache, rows: list[Sequence]):
-        extra = {"adapter_names": [s.peft_name for s in rows]} if self.served.has_adapters else {}
+        extra = {}
+        if self.served.rows is not None:
+            self.served.rows.use([s.peft_name for s in rows], ids.device)
+        elif self.served.has_adapters:
+            extra = {"adapter_names": [s.peft_name for s in rows]}
         return self.served.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                  past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
 

@@ -2,8 +2,8 @@
 name (PEFT), the tokenizer each served model trained with, and their stop tokens.
 
 A request names its model the way vLLM does: the base's id, or an adapter's id whose
-`parent` is the base. Rows for different adapters share a forward pass through PEFT's
-`adapter_names=` (each LoRA layer applies each row's own adapter).
+`parent` is the base. Rows for different adapters share a forward pass: each LoRA layer
+applies each row's own adapter (`hone.serve.rows`; PEFT's `adapter_names=` where it cannot).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hone.eval.generate import stop_token_ids
 from hone.eval.models import describe, load_tokenizer, model_args_for
 from hone.model.load import load_model, pick_device, resolve_model_path
 from hone.model.multi import load_adapters
+from hone.serve.rows import RowAdapters
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter on this row"
 
@@ -47,6 +48,8 @@ class Served:
     context_length: int
     device: torch.device
     created: int = field(default_factory=lambda: int(time.time()))
+    rows: RowAdapters | None = None
+    """Every adapter stacked per LoRA layer (None: PEFT's `adapter_names=` path)."""
 
     @property
     def has_adapters(self) -> bool:
@@ -82,7 +85,8 @@ def load_served(run: str, adapters: list[tuple[str, str]], dtype: str | None = N
     model.eval()
     model.requires_grad_(False)
     context = getattr(model.config, "max_position_embeddings", None) or 2048
-    return Served(model, models, base_id, int(context), pick_device(base_args))
+    rows = RowAdapters.install(model, [m.peft_name for m in models.values() if m.parent]) if runs else None
+    return Served(model, models, base_id, int(context), pick_device(base_args), rows=rows)
 
 
 def plan_served(run: str, adapters: list[tuple[str, str]], dtype: str | None = None):
