@@ -36,7 +36,8 @@ def train(out: Path, steps: int, extra: list[str]) -> dict:
     args = ["model.path=embedded", f"data.train={ROOT / 'src/hone/assets/demo/train.jsonl'}", f"train.output_dir={out}",
             f"train.max_steps={steps}", f"train.eval_every={max(steps // 2, 1)}", "train.save_every=1000",
             "train.progress=false", "eval.compare=false", "data.check=false", "model.dtype=float32", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("OMP_NUM_THREADS", None)  # hone shares the cores among the processes it starts
     result = subprocess.run([sys.executable, "-m", "hone", "train", *args], env=env, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{out.name} failed:\n{result.stderr[-3000:]}")
