@@ -64,7 +64,7 @@ class Spec:
         return self.examples_per_step * 128  # ~ mean example length times examples per step
 
 
-QUICK = dict(train_examples=48, probe_examples=16, eval_examples=16)
+QUICK = dict(train_examples=24, probe_examples=8, eval_examples=8)
 
 
 # ---------------------------------------------------------------- data and model
