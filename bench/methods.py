@@ -53,7 +53,7 @@ def variants() -> list[tuple[str, list[str]]]:
 def train_hone(label: str, overrides: list[str], out: Path, steps: int | None, limit: int | None) -> dict:
     """`hone train` on the demo task in its own process; the row of the table from its files."""
     run = out / label
-    cmd = ["hone", "train", str(RECIPE), *overrides, f"train.output_dir={run}", f"data.train={DEMO / 'train.jsonl'}",
+    cmd = [sys.executable, "-m", "hone", "train", str(RECIPE), *overrides, f"train.output_dir={run}", f"data.train={DEMO / 'train.jsonl'}",
            f"data.eval={DEMO / 'eval.jsonl'}", f"eval.schema={DEMO / 'schema.json'}", "replay.data=null",
            "train.progress=false", "train.save_every=100000", "data.check=false"]
     cmd += [f"train.max_steps={steps}"] if steps else []
