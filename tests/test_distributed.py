@@ -160,3 +160,29 @@ def test_qlora_under_fsdp_is_refused_when_the_config_is_read():
 
     with pytest.raises(HoneError, match="FSDP2 .* cannot shard bitsandbytes 4-bit"):
         resolve_config("adapter.method=qlora", ["train.distributed=fsdp", "train.nproc=2"], False)
+
+
+def test_plan_gives_memory_per_process_and_the_global_batch(monkeypatch):
+    """`hone plan` with train.nproc: the global batch, DDP's whole model plus its gradient buckets,
+    FSDP's share of weights, gradients and optimizer state shrinking as processes are added."""
+    from hone.config import load_config
+    from hone.plan.estimate import plan_run
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    plans = {}
+    for nproc in (1, 2, 4):
+        config = load_config(None, ["model.path=embedded", "model.device=cpu", "model.dtype=float32", "adapter.method=full",
+                                    "train.batch_size=4", "train.gradient_accumulation_steps=3", f"train.nproc={nproc}"])
+        plans[nproc] = plan_run(config, calibrate=False)
+    assert plans[1].parallel is None and "processes" not in plans[1].text()
+    one = plans[1].memory
+    for nproc in (2, 4):
+        here, gpus = plans[nproc].parallel
+        assert here.global_batch == 4 * nproc * 3 and here.processes == nproc
+        assert here.ddp_bytes == pytest.approx(one.peak + one.gradients)
+        state = one.weights + one.adapter + one.gradients + one.optimizer_state
+        assert one.peak - state < here.fsdp_bytes < one.peak  # each holds its activations and a share of the state
+        assert gpus.fsdp_bytes < gpus.ddp_bytes
+        assert f"{nproc} processes: global batch {4 * nproc * 3} examples per step" in plans[nproc].text()
+        assert "memory per process: ddp" in plans[nproc].text()
+    assert plans[4].parallel[0].fsdp_bytes < plans[2].parallel[0].fsdp_bytes
