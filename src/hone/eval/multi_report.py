@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 
 from hone.eval.metrics import sorted_metric_names
-from hone.eval.report import CSS, HIDDEN, _describe, _jsonable, _num
+from hone.eval.report import HIDDEN, _describe, _jsonable, _num, html_page
 
 SKIPPED = HIDDEN | {"output_chars", "examples_per_s"}
 
@@ -65,9 +65,7 @@ def side_by_side_html(report: dict) -> str:
                                       for n, r in report["runs"].items()) + "</ul>",
         extra_section(report),
     ]
-    page = "\n".join(s for s in sections if s)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
-            f'initial-scale=1"><title>hone report</title><style>{CSS}</style></head><body>\n{page}\n</body></html>\n')
+    return html_page(sections)
 
 
 def verdicts(report: dict) -> str:

@@ -80,6 +80,11 @@ def build_html(report: dict) -> str:
         examples_section(report),
         settings_section(report),
     ]
+    return html_page(sections)
+
+
+def html_page(sections: list[str]) -> str:
+    """One self-contained page (the style inline, nothing fetched) of the non-empty `sections`."""
     body = "\n".join(s for s in sections if s)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>hone report</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
