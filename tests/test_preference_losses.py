@@ -34,13 +34,15 @@ WORDS = "the cat dog sat on mat red blue order refund ship login error yes no".s
 TOL = 1e-5
 
 
-def pairs(tokenizer, n=4, seed=0) -> list[PairTokenized]:
+def pairs(tokenizer, n=4, seed=0, system_words=0, user_words=(3, 9)) -> list[PairTokenized]:
+    """n random pairs (with a system prompt of `system_words` words when above 0)."""
     rng = random.Random(seed)
 
     def say(k):
         return " ".join(rng.choice(WORDS) for _ in range(k))
 
-    examples = [Example("preference", messages=[{"role": "user", "content": say(rng.randint(3, 9))}],
+    system = [{"role": "system", "content": say(system_words)}] if system_words else []
+    examples = [Example("preference", messages=system + [{"role": "user", "content": say(rng.randint(*user_words))}],
                         chosen=[{"role": "assistant", "content": say(rng.randint(2, 6))}],
                         rejected=[{"role": "assistant", "content": say(rng.randint(2, 8))}]) for _ in range(n)]
     items = [render_pair(tokenizer, e) for e in examples]

@@ -108,12 +108,18 @@ def pack_batch(items: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> di
     With `multiple` > 1 a filler segment (no labels) rounds T up to `row_length(T, multiple)`:
     a few distinct shapes instead of one per batch, which on CPU saves the matmul library's
     per-shape kernels (see `row_length`)."""
-    ids, labels, positions = [], [], []
-    lengths = [len(item.input_ids) for item in items]
-    for item in items:
-        ids += item.input_ids
-        labels += [IGNORE] + list(item.labels[1:])
-        positions += range(len(item.input_ids))
+    return packed_row([(item.input_ids, item.labels, 0) for item in items], pad_id, multiple)
+
+
+def packed_row(segments: list[tuple[list[int], list[int], int]], pad_id: int, multiple: int) -> dict[str, torch.Tensor]:
+    """`pack_batch`'s row from (ids, labels, first position) segments; each segment's first label
+    becomes IGNORE, a filler segment rounds the row up when `multiple` > 1."""
+    ids, labels, positions, lengths = [], [], [], []
+    for segment_ids, segment_labels, first in segments:
+        ids += segment_ids
+        labels += [IGNORE] + list(segment_labels[1:])
+        positions += range(first, first + len(segment_ids))
+        lengths.append(len(segment_ids))
     filler = row_length(len(ids), multiple) - len(ids) if multiple > 1 else 0
     if filler:
         ids += [pad_id] * filler
@@ -126,3 +132,43 @@ def pack_batch(items: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> di
         "position_ids": torch.tensor([positions]),
         "seq_lengths": torch.tensor(lengths),
     }
+
+
+# A pair shares its prompt only from this many tokens on: below it, the borrowed copy's
+# padding to the attention kernel's block costs more than the rows it saves.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix(first: Tokenized, second: Tokenized) -> int:
+    """How many leading tokens `second` can take from `first`: their common prefix, up to the
+    first labelled token of either (labelled tokens are scored in each sequence's own row),
+    leaving `second` at least one token; 0 when under MIN_SHARED_PREFIX."""
+    limit = min(len(first.input_ids), len(second.input_ids) - 1)
+    for labels in (first.labels, second.labels):
+        limit = min(limit, next((t for t, label in enumerate(labels) if label != IGNORE), len(labels)))
+    n = 0
+    while n < limit and first.input_ids[n] == second.input_ids[n]:
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def pack_pairs(firsts: list[Tokenized], seconds: list[Tokenized], pad_id: int = 0, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pairs of sequences with a common prompt in one packed row, the prompt computed once:
+    `firsts` whole, as `pack_batch` lays them out, then each of `seconds` without the prefix
+    it shares with its first (`shared_prefix`). `borrow` (segments, 2) names each segment's
+    prefix (start row, length; (0, 0) for none): attention puts those rows in front of the
+    segment (`hone.engine.attention._Layout`) and positions continue after them.
+    `first_labels` (segments,) holds each borrowing segment's first label, predicted from
+    the prefix's last row (`hone.train.logprobs.borrowed_firsts`), IGNORE elsewhere."""
+    shared = [shared_prefix(first, second) for first, second in zip(firsts, seconds)]
+    starts = [0]
+    for first in firsts:
+        starts.append(starts[-1] + len(first.input_ids))
+    segments = [(first.input_ids, first.labels, 0) for first in firsts]
+    segments += [(second.input_ids[n:], second.labels[n:], n) for second, n in zip(seconds, shared)]
+    batch = packed_row(segments, pad_id, multiple)
+    filler = [(0, 0)] * (len(batch["seq_lengths"]) - len(segments))
+    batch["borrow"] = torch.tensor([(0, 0)] * len(firsts) + [(start, n) for start, n in zip(starts, shared)] + filler)
+    batch["first_labels"] = torch.tensor([IGNORE] * len(firsts) + [second.labels[n] if n else IGNORE for second, n in zip(seconds, shared)]
+                                         + [IGNORE] * len(filler))
+    return batch

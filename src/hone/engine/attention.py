@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from hone.engine import kernels
 
 NAME = "hone_packed"
+BORROW = "hone_borrow"  # the attention keyword that carries borrowed prefixes
 # Each example is padded at its end to a multiple of this before SDPA. The CPU flash kernel
 # JIT-builds and keeps oneDNN kernels for every sequence length it sees (measured: resident
 # memory grew ~40 MB per step, without bound, with one shape per example length); a few
@@ -58,14 +59,20 @@ class _Layout:
 
     Every example is padded at its end to a multiple of LENGTH_MULTIPLE tokens; examples of
     the same padded length sit next to each other, so each group is one batched kernel
-    call of shape (examples, heads, length, dim) instead of one call per example."""
+    call of shape (examples, heads, length, dim) instead of one call per example.
 
-    def __init__(self, bounds: list[int], device: torch.device):
+    `borrow` (start, length) per example puts a copy of rows [start, start + length) of the
+    row in front of the example in the buffer: the example attends to them as its prefix
+    (a rejected answer to its pair's prompt, which the chosen sequence computed). The copies'
+    outputs are not read; their key/value gradients add into the rows they were copied from."""
+
+    def __init__(self, bounds: list[int], device: torch.device, borrow: tuple | None = None):
         lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-        padded = [n + (-n % LENGTH_MULTIPLE) for n in lengths]
+        borrow = borrow or ((0, 0),) * len(lengths)
+        padded = [n + m + (-(n + m) % LENGTH_MULTIPLE) for n, (_, m) in zip(lengths, borrow)]
         order = sorted(range(len(lengths)), key=lambda i: padded[i])
         self.groups: list[tuple[int, int, int]] = []  # (buffer offset, examples, padded length)
-        destination, filler = [0] * bounds[-1], []
+        destination, source, owners = [0] * bounds[-1], [], []
         offset = 0
         for i in order:
             if self.groups and self.groups[-1][2] == padded[i]:
@@ -73,27 +80,41 @@ class _Layout:
                 self.groups[-1] = (first, count + 1, size)
             else:
                 self.groups.append((offset, 1, padded[i]))
-            destination[bounds[i] : bounds[i + 1]] = range(offset, offset + lengths[i])
-            filler.extend(range(offset + lengths[i], offset + padded[i]))
+            start, prefix = borrow[i]
+            rows = list(range(bounds[i], bounds[i + 1]))
+            filler = [-1] * (padded[i] - prefix - lengths[i])
+            source += list(range(start, start + prefix)) + rows + filler
+            owners += [-1] * prefix + rows + filler
+            destination[bounds[i] : bounds[i + 1]] = range(offset + prefix, offset + prefix + lengths[i])
             offset += padded[i]
         self.size = offset
-        self.index = torch.tensor(destination, device=device)
+        self.shared = any(m for _, m in borrow)
+        self.index = torch.tensor(destination, device=device)  # row -> the buffer row holding its output
+        self.source = torch.tensor(source, device=device)  # buffer row -> the row it copies; -1: filler
+        self.owners = torch.tensor(owners, device=device) if self.shared else self.source  # without the copies
+        filler = [b for b, r in enumerate(source) if r < 0]
         self.filler = torch.tensor(filler, device=device) if filler else None
-        self.source = torch.full((offset,), -1, device=device)  # the row each buffer row comes from; -1: filler
-        self.source[self.index] = torch.arange(len(destination), device=device)
+        self.unread = torch.tensor([b for b, r in enumerate(owners) if r < 0], device=device)  # filler and copies
+        real = [b for b, r in enumerate(source) if r >= 0]
+        self.real, self.real_source = torch.tensor(real, device=device), torch.tensor([source[b] for b in real], device=device)
 
     @staticmethod
     @functools.lru_cache(maxsize=1)
-    def of(bounds: tuple[int, ...], device: torch.device) -> "_Layout":
+    def of(bounds: tuple[int, ...], device: torch.device, borrow: tuple | None = None) -> "_Layout":
         """The layout for `bounds`, built once for the consecutive calls (the layers of one row) that share them."""
-        return _Layout(list(bounds), device)
+        return _Layout(list(bounds), device, borrow)
 
-    def scatter(self, rows: torch.Tensor) -> torch.Tensor:
-        """(T, H, D) in row order -> (size, H, D) buffer, zero in the filler. The filler must be
-        zero, not just unseen: the backward kernel multiplies filler queries' zero output
-        gradient with their outputs, and 0 * NaN from uninitialised memory would spread."""
+    def scatter(self, rows: torch.Tensor, owners_only: bool = False) -> torch.Tensor:
+        """(T, H, D) in row order -> (size, H, D) buffer, zero in the filler (and, with
+        `owners_only`, in the borrowed copies). The filler must be zero, not just unseen: the
+        backward kernel multiplies filler queries' zero output gradient with their outputs,
+        and 0 * NaN from uninitialised memory would spread."""
+        source = self.owners if owners_only else self.source
         if kernels.usable_rows(rows) and rows[0].is_contiguous():  # one pass, filler zeroed on the way
-            return kernels.gather_rows(rows, self.source)
+            return kernels.gather_rows(rows, source)
+        if self.shared:
+            buffer, zeroed = rows.index_select(0, source.clamp(min=0)), self.unread if owners_only else self.filler
+            return buffer if zeroed is None else buffer.index_fill_(0, zeroed, 0)
         buffer = rows.new_empty(self.size, *rows.shape[1:])
         if self.filler is not None:
             buffer.index_fill_(0, self.filler, 0)
@@ -103,6 +124,13 @@ class _Layout:
         if kernels.usable_rows(buffer) and buffer[0].is_contiguous():
             return kernels.gather_rows(buffer, self.index)
         return buffer.index_select(0, self.index)
+
+    def gather_gradient(self, buffer: torch.Tensor) -> torch.Tensor:
+        """(size, H, D) gradients -> (T, H, D): each row's, plus those of its borrowed copies."""
+        if not self.shared:
+            return self.gather(buffer)
+        rows = buffer.new_zeros(len(self.index), *buffer.shape[1:])
+        return rows.index_add_(0, self.real_source, buffer.index_select(0, self.real))
 
     def group(self, buffer: torch.Tensor, g: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Group g of a (size, H, D) buffer as (examples, H, length, D)."""
@@ -117,9 +145,9 @@ class PackedAttention(torch.autograd.Function):
     out (1, T, H, D), as the model wants it."""
 
     @staticmethod
-    def forward(ctx, query, key, value, bounds, scale):
+    def forward(ctx, query, key, value, bounds, scale, borrow=None):
         scale = query.shape[-1] ** -0.5 if scale is None else scale
-        if bounds[0] == 0 and bounds[-1] == query.shape[2] and kernels.attention_applies(query, key, value):
+        if not borrow and bounds[0] == 0 and bounds[-1] == query.shape[2] and kernels.attention_applies(query, key, value):
             ends = torch.tensor(bounds, dtype=torch.int64)
             done = kernels.attention_forward(query, key, value, ends, scale)
             if done is not None:
@@ -128,7 +156,7 @@ class PackedAttention(torch.autograd.Function):
                 ctx.tiles, ctx.scale = True, scale
                 return out.unsqueeze(0)
         ctx.tiles = False
-        layout = _Layout.of(tuple(bounds), query.device)
+        layout = _Layout.of(tuple(bounds), query.device, borrow)
         q, k, v = (layout.scatter(t[0].transpose(0, 1)) for t in (query, key, value))
         out = q.new_empty(q.shape)
         lses = []
@@ -147,11 +175,11 @@ class PackedAttention(torch.autograd.Function):
             grads = kernels.attention_backward(grad_out[0], query, key, value, out, lse, ends, ctx.scale)
             if grads is None:
                 raise MemoryError("no memory for the attention backward's scratch")
-            return *(t.transpose(0, 1).unsqueeze(0) for t in grads), None, None
+            return *(t.transpose(0, 1).unsqueeze(0) for t in grads), None, None, None
         q, k, v, out, *lses = ctx.saved_tensors
         layout = ctx.layout
         # Filler rows get zero output gradient, so they add nothing to the key/value gradients.
-        grad = layout.scatter(grad_out[0])
+        grad = layout.scatter(grad_out[0], owners_only=True)
         grads = [torch.empty_like(t) for t in (q, k, v)]
         for g, lse in enumerate(lses):
             _, count, size = layout.groups[g]
@@ -165,7 +193,7 @@ class PackedAttention(torch.autograd.Function):
             pieces = [layout.group(t, g, dtype) for t in (grad, q, k, v, out)]
             for buffer, piece in zip(grads, _flash_backward(*pieces, lse, 0.0, True, scale=ctx.scale)):
                 layout.group(buffer, g).copy_(piece)
-        return *(layout.gather(t).transpose(0, 1).unsqueeze(0) for t in grads), None, None
+        return *(layout.gather_gradient(t).transpose(0, 1).unsqueeze(0) for t in grads), None, None, None
 
 
 _WIDTH = 16  # extra columns that carry the log-sum-exp and delta terms into the products
@@ -233,20 +261,23 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
                                              enable_gqa=query.shape[1] != key.shape[1])
         return out.transpose(1, 2).contiguous(), None
     bounds = kwargs["cu_seq_lens_q"].tolist()
+    borrow = kwargs.get(BORROW)  # prefixes shared by a pair's answers, see _Layout
     if query.device.type != "cpu":  # the loop of SDPA calls, for any device without flash-attn
-        return _sdpa_per_example(query, key, value, bounds, scaling), None
-    return PackedAttention.apply(query, key, value, bounds, scaling), None
+        return _sdpa_per_example(query, key, value, bounds, scaling, borrow), None
+    return PackedAttention.apply(query, key, value, bounds, scaling, borrow), None
 
 
-def _sdpa_per_example(query, key, value, bounds, scaling):
+def _sdpa_per_example(query, key, value, bounds, scaling, borrow=None):
     groups = query.shape[1] // key.shape[1]
+    borrow = borrow or ((0, 0),) * (len(bounds) - 1)
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        n = end - start
+    for (start, end), (first, prefix) in zip(zip(bounds[:-1], bounds[1:]), borrow):
+        n = prefix + end - start
         filler = -n % LENGTH_MULTIPLE
-        q, k, v = (F.pad(t[:, :, start:end], (0, 0, 0, filler)) for t in (query, key, value))
+        q, k, v = (F.pad(torch.cat([t[:, :, first : first + prefix], t[:, :, start:end]], dim=2), (0, 0, 0, filler))
+                   for t in (query, key, value))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=groups > 1)
-        outs.append(out[:, :, :n])
+        outs.append(out[:, :, prefix:n])
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # 1, H, T, D
     return out.transpose(1, 2).contiguous()
 
@@ -298,8 +329,19 @@ def attention_for_packing(model, device: torch.device):
             config._attn_implementation = name
 
 
-def packing_kwargs(seq_lengths: torch.Tensor) -> dict:
-    """Model keyword arguments describing the examples of a packed row."""
+def packing_kwargs(seq_lengths: torch.Tensor, borrow: torch.Tensor | None = None) -> dict:
+    """Model keyword arguments describing the examples of a packed row; `borrow` (examples, 2)
+    gives each example's borrowed prefix (start row, length; see _Layout), which only hone's
+    own attention reads (`shares_prefixes`)."""
     cu = F.pad(seq_lengths.cumsum(0), (1, 0)).to(torch.int32)
     longest = int(seq_lengths.max())
-    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    kwargs = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    if borrow is not None and bool(borrow[:, 1].any()):
+        kwargs[BORROW] = tuple(map(tuple, borrow.tolist()))
+    return kwargs
+
+
+def shares_prefixes(device: torch.device) -> bool:
+    """Whether packed rows on `device` may borrow prefixes: hone's attention reads them;
+    flash-attention's varlen layout cannot express them."""
+    return packed_implementation(device) == NAME

@@ -26,7 +26,7 @@ def decoder_hidden(model, batch: dict[str, torch.Tensor], keep: torch.Tensor | N
     decoder, _, _ = split_model(model)
     kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     if "seq_lengths" in batch:
-        kwargs.update(packing_kwargs(batch["seq_lengths"]))
+        kwargs.update(packing_kwargs(batch["seq_lengths"], batch.get("borrow")))
     if keep is None:
         return decoder(**kwargs, use_cache=False).last_hidden_state
     with only_rows(decoder, keep):
@@ -49,9 +49,14 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor], n_sequences: int) -
     _, head, softcap = split_model(model)
     targets = batch["labels"][:, 1:]  # position t predicts token t+1
     keep = targets != IGNORE
-    hidden = decoder_hidden(model, batch, keep)  # B, T, C
+    predictors, firsts, first_owners = borrowed_firsts(batch)
+    reads = keep.clone() if len(predictors) else keep
+    reads[0, predictors] = True
+    hidden = decoder_hidden(model, batch, reads)  # B, T, C
     rows, wanted = hidden[:, :-1][keep], targets[keep]  # N, C and N
     owner = sequence_ids(batch)[:, 1:][keep]  # N: the sequence of each scored token
+    if len(predictors):  # answers whose first token is predicted by the end of a borrowed prefix
+        rows, wanted, owner = torch.cat([rows, hidden[0, predictors]]), torch.cat([wanted, firsts]), torch.cat([owner, first_owners])
     count = int(wanted.numel())
     filler = -count % ROWS_MULTIPLE  # a few matmul shapes, not one per batch (see hone.train.loss)
     if filler:
@@ -62,6 +67,19 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor], n_sequences: int) -
     logps = torch.zeros(n_sequences, dtype=torch.float32, device=token.device).index_add(0, owner, token)
     tokens = torch.zeros(n_sequences, dtype=torch.float32, device=token.device).index_add(0, owner, torch.ones_like(token))
     return logps, tokens
+
+
+def borrowed_firsts(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For the segments of a packed row that borrow a prefix (`hone.data.collate.pack_pairs`)
+    and whose first token is labelled: (the row predicting it: the prefix's last, the token,
+    the segment), each (M,). Empty without borrowing."""
+    empty = torch.zeros(0, dtype=torch.long, device=batch["labels"].device)
+    if "borrow" not in batch:
+        return empty, empty, empty
+    starts, lengths = batch["borrow"].unbind(1)
+    firsts = batch["first_labels"]
+    picked = (lengths > 0) & (firsts != IGNORE)
+    return (starts + lengths - 1)[picked], firsts[picked], picked.nonzero().squeeze(1)
 
 
 def token_logprobs(rows: torch.Tensor, wanted: torch.Tensor, head, softcap, step: int) -> torch.Tensor:

@@ -5,12 +5,15 @@ starting point (`preference.init_from`) and the eval watch.
 Batches. A micro-batch of n pairs is 2n sequences, the chosen answers first, then the
 rejected ones, each with its prompt. Packed, they form one padding-free row whose attention
 stays inside each sequence (`hone.data.collate.pack_batch` and the engine's packed
-attention), exactly as SFT rows. The shared prompt is *not* computed once per pair: its
-rejected answer would have to attend to the prompt's keys but not to the chosen answer's,
-a tree-shaped mask that neither the per-sequence packed kernels nor flash-attention's
-varlen layout can express (they isolate contiguous segments). Sharing would need a custom
-attention kernel or a dense per-row mask (T x T scores, slower than recomputing the prompt
-at these lengths), so each answer is scored with its own copy of the prompt.
+attention), exactly as SFT rows. With `preference.share_prompt` (the default) the prompt is
+computed once per pair (`hone.data.collate.pack_pairs`): the rejected answer's segment
+holds only its answer tokens and borrows the chosen sequence's prompt rows as its attention
+prefix; the borrowed keys' gradients add into the rows they came from. The mask is then
+tree-shaped (the rejected answer sees the prompt, not the chosen answer), which hone's
+packed attention lays out by copying the prompt's keys and values in front of the
+rejected segment: the prompt's projections and MLPs run once, only its attention twice.
+flash-attention's varlen layout cannot express it, so there pairs are packed as two
+sequences.
 
 Reference. `preference.reference: precompute` scores every train and eval pair once with
 the starting model before the first step (the base for a fresh adapter, the `init_from`
@@ -33,9 +36,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hone.config import PreferenceArgs, RunConfig
-from hone.data.collate import PACK_MULTIPLE, pack_batch, pad_batch
+from hone.data.collate import PACK_MULTIPLE, pack_batch, pack_pairs, pad_batch
 from hone.data.pairs import tokenize_pairs
 from hone.engine import engine
+from hone.engine.attention import shares_prefixes
 from hone.errors import HoneError
 from hone.model.offline import import_adapter_libraries
 from hone.train.logprobs import sequence_logprobs
@@ -51,9 +55,13 @@ def sequences_batch(sequences, pad_id: int, layout: str) -> dict[str, torch.Tens
     return pack_batch(sequences, pad_id, PACK_MULTIPLE) if layout == "pack" else pad_batch(sequences, pad_id)
 
 
-def pair_batch(items, pad_id: int, layout: str) -> dict[str, torch.Tensor]:
-    """n pairs -> 2n sequences (chosen first), with `pairs` = n and, once known, `reference` (2n,)."""
-    batch = sequences_batch([i.chosen for i in items] + [i.rejected for i in items], pad_id, layout)
+def pair_batch(items, pad_id: int, layout: str, share_prompt: bool = False) -> dict[str, torch.Tensor]:
+    """n pairs -> 2n sequences (chosen first), with `pairs` = n and, once known, `reference` (2n,);
+    packed with `share_prompt`, each pair's prompt is computed once (`pack_pairs`)."""
+    if layout == "pack" and share_prompt:
+        batch = pack_pairs([i.chosen for i in items], [i.rejected for i in items], pad_id, PACK_MULTIPLE)
+    else:
+        batch = sequences_batch([i.chosen for i in items] + [i.rejected for i in items], pad_id, layout)
     batch["pairs"] = torch.tensor(len(items))
     if all(i.reference is not None for i in items):
         batch["reference"] = torch.tensor([i.reference[0] for i in items] + [i.reference[1] for i in items])
@@ -98,12 +106,13 @@ class PairObjective:
     args: PreferenceArgs = dataclasses.field(default_factory=PreferenceArgs)
     tokenize = staticmethod(tokenize_pairs)
     last_eval: tuple[float, float] | None = None  # (chosen log-probability, margin) at the previous evaluation
+    share_prompt: bool = False  # set by `start` from preference.share_prompt and the attention in use
 
     def count(self, item) -> int:
         return 1  # the loss is a mean over pairs
 
     def batch(self, items, pad_id: int, layout: str) -> dict[str, torch.Tensor]:
-        return pair_batch(items, pad_id, layout)
+        return pair_batch(items, pad_id, layout, self.share_prompt)
 
     def loss(self, model, batch) -> Loss:
         n = int(batch["pairs"])
@@ -120,7 +129,8 @@ class PairObjective:
 
     def start(self, setup, config: RunConfig, train, evals, resume: bool):
         """Configure from `config.preference`, load the starting adapter, settle the reference."""
-        objective = dataclasses.replace(self, args=config.preference, last_eval=None)
+        share = config.preference.share_prompt and shares_prefixes(setup.device)
+        objective = dataclasses.replace(self, args=config.preference, last_eval=None, share_prompt=share)
         setup = dataclasses.replace(setup, objective=objective)
         if config.preference.init_from:
             load_starting_adapter(setup.model, config)

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from hone.config import PreferenceArgs, RunConfig
 from hone.data.pairs import tokenize_pairs
+from hone.engine.attention import shares_prefixes
 from hone.train import objectives
 from hone.train.logprobs import decoder_hidden
 from hone.train.loop import autocast, to_device
@@ -70,12 +71,13 @@ class RewardModel:
     name: str = "reward"
     args: PreferenceArgs = dataclasses.field(default_factory=PreferenceArgs)
     tokenize = staticmethod(tokenize_pairs)
+    share_prompt: bool = False  # each pair's prompt computed once (set by `start`, see hone.train.preference)
 
     def count(self, item) -> int:
         return 1
 
     def batch(self, items, pad_id: int, layout: str) -> dict[str, torch.Tensor]:
-        return pair_batch(items, pad_id, layout)
+        return pair_batch(items, pad_id, layout, self.share_prompt)
 
     def loss(self, model, batch) -> objectives.Loss:
         n = int(batch["pairs"])
@@ -90,7 +92,8 @@ class RewardModel:
         if config.preference.init_from:
             load_starting_adapter(setup.model, config)
         attach_score_head(setup.model, config.train.seed)
-        setup = dataclasses.replace(setup, objective=dataclasses.replace(self, args=config.preference))
+        share = config.preference.share_prompt and shares_prefixes(setup.device)
+        setup = dataclasses.replace(setup, objective=dataclasses.replace(self, args=config.preference, share_prompt=share))
         report_start_accuracy(setup, evals, config)
         return setup
 
