@@ -1,4 +1,4 @@
-"""Preference (DPO) throughput: hone's loop versus TRL's DPOTrainer, side by side, one command.
+"""Preference throughput: hone's loop versus TRL's DPOTrainer and RewardTrainer, side by side, one command.
 
     PYTHONPATH=src python bench/preference_throughput.py            # full run
     PYTHONPATH=src python bench/preference_throughput.py --quick    # smoke run: checks the bench works, not speed
@@ -14,6 +14,12 @@ as a second row. hone runs its defaults (packed rows, precomputed reference). Ea
 runs in its own subprocess so peak resident memory is its own; held-out preference
 accuracy (implicit reward of chosen above rejected, against the base) is computed
 afterwards by the same fp32 function for both adapters.
+
+The reward-model rows train a Bradley-Terry reward model (the same LoRA plus a score head)
+on the same pairs: hone's `reward` objective (packed rows, each pair's prompt computed
+once) against TRL's RewardTrainer (padded batches: it has no padding-free mode; fp32 or
+bf16 as above). Held-out accuracy there is the share of held-out pairs whose chosen answer
+gets the higher reward, computed inside each worker with its own model on the same ids.
 """
 
 from __future__ import annotations
@@ -47,27 +53,70 @@ def load_pairs(path: Path, limit: int):
     return tokenizer, items
 
 
-def run_hone(work: Path, pairs: int, dtype: str) -> dict:
+def run_hone(work: Path, pairs: int, dtype: str, objective: str = "dpo", eval_pairs: int = 0) -> dict:
     from hone.config import load_config
-    from hone.train import dpo, objectives  # noqa: F401 - registers dpo
+    from hone.train import dpo, objectives, reward  # noqa: F401 - registers dpo and reward
     from hone.train.loop import Setup, fit
     from hone.train.sft import build_trainable
 
     _, train = load_pairs(DATA / "train.jsonl", pairs)
-    config = load_config(None, [f"train.output_dir={work / 'hone'}", "train.objective=dpo", "train.epochs=1",
+    config = load_config(None, [f"train.output_dir={work / 'hone'}", f"train.objective={objective}", "train.epochs=1",
                                 f"train.batch_size={SETTINGS['batch_size']}", f"train.learning_rate={SETTINGS['learning_rate']}",
                                 "train.progress=false", "train.save_every=100000", "train.warmup_ratio=0.1",
                                 f"adapter.lora_rank={SETTINGS['lora_rank']}", f"adapter.lora_alpha={SETTINGS['lora_alpha']}",
                                 f"model.dtype={'bfloat16' if dtype == 'bf16' else 'float32'}"])
     (work / "hone").mkdir(parents=True, exist_ok=True)
     model, compute = build_trainable(config, config.train.seed)
-    setup = Setup(model, 0, torch.device("cpu"), compute, work / "hone", objectives.get("dpo"))
+    setup = Setup(model, 0, torch.device("cpu"), compute, work / "hone", objectives.get(objective))
     started = time.perf_counter()
     setup = objectives.started(setup, config, train, [], False)  # the reference, scored once: counted
     fit(setup, train, [], config.train)
     seconds = time.perf_counter() - started
+    if objective == "reward":
+        return {"pairs": len(train), "seconds": seconds, "accuracy": reward_accuracy(lambda b: reward.sequence_rewards(model, b, len(b["input_ids"])), eval_pairs)}
     save_lora(model, work / "hone.safetensors")
     return {"pairs": len(train), "seconds": seconds}
+
+
+def run_trl_reward(work: Path, pairs: int, dtype: str, eval_pairs: int) -> dict:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from hone.model.load import EMBEDDED_MODEL
+
+    tokenizer, train = load_pairs(DATA / "train.jsonl", pairs)
+    dataset = Dataset.from_list([{"chosen": tokenizer.decode(i.chosen.input_ids), "rejected": tokenizer.decode(i.rejected.input_ids)}
+                                 for i in train])
+    model = AutoModelForSequenceClassification.from_pretrained(EMBEDDED_MODEL, dtype=torch.float32, num_labels=1)
+    args = RewardConfig(output_dir=str(work / "trl-reward"), per_device_train_batch_size=SETTINGS["batch_size"], num_train_epochs=1,
+                        learning_rate=SETTINGS["learning_rate"], warmup_steps=0.1, lr_scheduler_type="cosine", bf16=dtype == "bf16",
+                        use_cpu=True, save_strategy="no", report_to="none", logging_steps=1000, max_length=SETTINGS["max_length"],
+                        dataloader_num_workers=0, seed=42)
+    lora = LoraConfig(r=SETTINGS["lora_rank"], lora_alpha=SETTINGS["lora_alpha"], target_modules="all-linear", task_type="SEQ_CLS")
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    tuned = trainer.model.eval()
+    return {"pairs": len(dataset), "seconds": seconds,
+            "accuracy": reward_accuracy(lambda b: tuned(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, 0].float(), eval_pairs)}
+
+
+@torch.no_grad()
+def reward_accuracy(rewards, eval_pairs: int) -> float:
+    """Share of held-out pairs whose chosen answer `rewards` (padded batch -> (S,)) scores higher."""
+    from hone.data.collate import pad_batch
+
+    _, evals = load_pairs(DATA / "eval.jsonl", eval_pairs)
+    right = 0
+    for start in range(0, len(evals), 16):
+        chunk = evals[start : start + 16]
+        scores = rewards(pad_batch([i.chosen for i in chunk] + [i.rejected for i in chunk], 3))
+        right += int((scores[: len(chunk)] > scores[len(chunk) :]).sum())
+    return right / len(evals)
 
 
 def run_trl(work: Path, pairs: int, dtype: str, checkpointing: bool) -> dict:
@@ -144,16 +193,19 @@ def accuracy(lora_file: Path, eval_pairs: int) -> float:
 
 
 def worker(argv: list[str]) -> None:
-    system, work, pairs, dtype = argv[0], Path(argv[1]), int(argv[2]), argv[3]
+    system, work, pairs, dtype, eval_pairs = argv[0], Path(argv[1]), int(argv[2]), argv[3], int(argv[4])
     torch.manual_seed(0)
-    result = run_hone(work, pairs, dtype) if system == "hone" else run_trl(work, pairs, dtype, system == "trl-ckpt")
+    runs = {"hone": lambda: run_hone(work, pairs, dtype), "trl": lambda: run_trl(work, pairs, dtype, False),
+            "trl-ckpt": lambda: run_trl(work, pairs, dtype, True), "hone-reward": lambda: run_hone(work, pairs, dtype, "reward", eval_pairs),
+            "trl-reward": lambda: run_trl_reward(work, pairs, dtype, eval_pairs)}
+    result = runs[system]()
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def spawn(system: str, work: Path, pairs: int, dtype: str) -> dict:
+def spawn(system: str, work: Path, pairs: int, dtype: str, eval_pairs: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TRL_EXPERIMENTAL_SILENCE": "1"}
-    out = subprocess.run([sys.executable, str(HERE), "--worker", system, str(work), str(pairs), dtype],
+    out = subprocess.run([sys.executable, str(HERE), "--worker", system, str(work), str(pairs), dtype, str(eval_pairs)],
                          capture_output=True, text=True, env=env, timeout=3600)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
@@ -179,19 +231,21 @@ def main() -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hone-pref-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = {}
-    for system in ("hone", "trl", "trl-ckpt"):
-        rows[system] = spawn(system, work, pairs, dtype)
-        lora = work / ("hone.safetensors" if system == "hone" else f"trl-{int(system == 'trl-ckpt')}.safetensors")
-        rows[system]["accuracy"] = accuracy(lora, eval_pairs)
+    for system in ("hone", "trl", "trl-ckpt", "hone-reward", "trl-reward"):
+        rows[system] = spawn(system, work, pairs, dtype, eval_pairs)
+        if "accuracy" not in rows[system]:  # a DPO adapter: judged by one fp32 function for both systems
+            lora = work / ("hone.safetensors" if system == "hone" else f"trl-{int(system == 'trl-ckpt')}.safetensors")
+            rows[system]["accuracy"] = accuracy(lora, eval_pairs)
         rows[system]["pairs_per_s"] = rows[system]["pairs"] / rows[system]["seconds"]
-        print(f"{system:9s} {rows[system]['pairs_per_s']:7.2f} pairs/s  peak {rows[system]['peak_rss_mb']:7.0f} MB  "
+        print(f"{system:11s} {rows[system]['pairs_per_s']:7.2f} pairs/s  peak {rows[system]['peak_rss_mb']:7.0f} MB  "
               f"held-out accuracy {rows[system]['accuracy']:.1%}", flush=True)
-    best = max(("trl", "trl-ckpt"), key=lambda s: rows[s]["pairs_per_s"])
-    hone, trl = rows["hone"], rows[best]
     print(f"\nlibraries: {', '.join(f'{p} {installed_version(p)}' for p in ('torch', 'transformers', 'peft', 'trl'))}")
-    print(f"hone vs TRL's fastest ({best}, {dtype}): {hone['pairs_per_s'] / trl['pairs_per_s']:.2f}x pairs/s (target >= 2), "
-          f"{hone['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x peak memory (target <= 0.7), "
-          f"accuracy {100 * (hone['accuracy'] - trl['accuracy']):+.1f} points (target within 2)")
+    best = max(("trl", "trl-ckpt"), key=lambda s: rows[s]["pairs_per_s"])
+    for label, hone, trl in (("DPO", rows["hone"], rows[best]), ("reward model", rows["hone-reward"], rows["trl-reward"])):
+        name = best if label == "DPO" else "trl-reward"
+        print(f"{label}: hone vs TRL's fastest ({name}, {dtype}): {hone['pairs_per_s'] / trl['pairs_per_s']:.2f}x pairs/s (target >= 2), "
+              f"{hone['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x peak memory (target <= 0.7), "
+              f"accuracy {100 * (hone['accuracy'] - trl['accuracy']):+.1f} points (target within 2)")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_line(), "versions": {p: installed_version(p) for p in ("torch", "transformers", "peft", "trl")}, "dtype": dtype,
                                                "rows": rows}, indent=1))

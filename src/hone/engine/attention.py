@@ -73,6 +73,7 @@ class _Layout:
         order = sorted(range(len(lengths)), key=lambda i: padded[i])
         self.groups: list[tuple[int, int, int]] = []  # (buffer offset, examples, padded length)
         destination, source, owners = [0] * bounds[-1], [], []
+        self.copies: list[tuple[int, int, int]] = []  # (buffer offset, first row, rows) of each borrowed prefix
         offset = 0
         for i in order:
             if self.groups and self.groups[-1][2] == padded[i]:
@@ -86,17 +87,15 @@ class _Layout:
             source += list(range(start, start + prefix)) + rows + filler
             owners += [-1] * prefix + rows + filler
             destination[bounds[i] : bounds[i + 1]] = range(offset + prefix, offset + prefix + lengths[i])
+            if prefix:
+                self.copies.append((offset, start, prefix))
             offset += padded[i]
         self.size = offset
-        self.shared = any(m for _, m in borrow)
         self.index = torch.tensor(destination, device=device)  # row -> the buffer row holding its output
         self.source = torch.tensor(source, device=device)  # buffer row -> the row it copies; -1: filler
-        self.owners = torch.tensor(owners, device=device) if self.shared else self.source  # without the copies
+        self.owners = torch.tensor(owners, device=device) if self.copies else self.source  # -1 at the copies too
         filler = [b for b, r in enumerate(source) if r < 0]
         self.filler = torch.tensor(filler, device=device) if filler else None
-        self.unread = torch.tensor([b for b, r in enumerate(owners) if r < 0], device=device)  # filler and copies
-        real = [b for b, r in enumerate(source) if r >= 0]
-        self.real, self.real_source = torch.tensor(real, device=device), torch.tensor([source[b] for b in real], device=device)
 
     @staticmethod
     @functools.lru_cache(maxsize=1)
@@ -109,16 +108,15 @@ class _Layout:
         `owners_only`, in the borrowed copies). The filler must be zero, not just unseen: the
         backward kernel multiplies filler queries' zero output gradient with their outputs,
         and 0 * NaN from uninitialised memory would spread."""
-        source = self.owners if owners_only else self.source
         if kernels.usable_rows(rows) and rows[0].is_contiguous():  # one pass, filler zeroed on the way
-            return kernels.gather_rows(rows, source)
-        if self.shared:
-            buffer, zeroed = rows.index_select(0, source.clamp(min=0)), self.unread if owners_only else self.filler
-            return buffer if zeroed is None else buffer.index_fill_(0, zeroed, 0)
+            return kernels.gather_rows(rows, self.owners if owners_only else self.source)
         buffer = rows.new_empty(self.size, *rows.shape[1:])
         if self.filler is not None:
             buffer.index_fill_(0, self.filler, 0)
-        return buffer.index_copy_(0, self.index, rows)
+        buffer.index_copy_(0, self.index, rows)
+        for offset, first, n in self.copies:  # contiguous slices: far cheaper than an index op over the buffer
+            buffer[offset : offset + n] = 0 if owners_only else rows[first : first + n]
+        return buffer
 
     def gather(self, buffer: torch.Tensor) -> torch.Tensor:
         if kernels.usable_rows(buffer) and buffer[0].is_contiguous():
@@ -127,10 +125,10 @@ class _Layout:
 
     def gather_gradient(self, buffer: torch.Tensor) -> torch.Tensor:
         """(size, H, D) gradients -> (T, H, D): each row's, plus those of its borrowed copies."""
-        if not self.shared:
-            return self.gather(buffer)
-        rows = buffer.new_zeros(len(self.index), *buffer.shape[1:])
-        return rows.index_add_(0, self.real_source, buffer.index_select(0, self.real))
+        rows = self.gather(buffer)
+        for offset, first, n in self.copies:
+            rows[first : first + n] += buffer[offset : offset + n]
+        return rows
 
     def group(self, buffer: torch.Tensor, g: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Group g of a (size, H, D) buffer as (examples, H, length, D)."""
