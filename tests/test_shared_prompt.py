@@ -137,3 +137,18 @@ def test_reward_model_scores_are_the_same_with_the_prompt_shared(lora_model):
             scores.append(reward.sequence_rewards(model, objective.batch(items, tokenizer.pad_token_id, "pack"), 8))
     torch.testing.assert_close(scores[1], scores[0], atol=1e-5, rtol=1e-5)
     assert float(scores[0].std()) > 0
+
+
+def test_reference_scores_computed_once_are_the_same_with_the_prompt_shared(lora_model):
+    from types import SimpleNamespace
+
+    from hone.config import load_config
+    from hone.train.preference import score_items
+
+    model, tokenizer = lora_model
+    items = long_prompt_pairs(tokenizer, 6, seed=3)
+    setup = SimpleNamespace(model=model, device=torch.device("cpu"), compute_dtype=torch.float32, pad_id=tokenizer.pad_token_id)
+    scores = [score_items(setup, items, load_config(None, [f"preference.share_prompt={share}", "train.batch_size=4"]))
+              for share in ("false", "true")]
+    torch.testing.assert_close(scores[1], scores[0], atol=1e-5, rtol=1e-5)
+    assert scores[0].shape == (6, 2) and float(scores[0].std()) > 0

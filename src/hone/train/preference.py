@@ -210,16 +210,19 @@ def score_items(setup, items, config: RunConfig) -> torch.Tensor:
     if not items:
         return torch.zeros(0, 2)
     model, layout = setup.model, "pack" if config.train.packing else "pad"
+    share = layout == "pack" and config.preference.share_prompt and shares_prefixes(setup.device)
     was_training = model.training
     model.eval()
     out = []
     with engine(model, setup.device, setup.compute_dtype, packing=config.train.packing):
         for start in range(0, len(items), config.train.batch_size):
             chunk = items[start : start + config.train.batch_size]
-            sequences = [i.sequences()[0] for i in chunk] + [i.sequences()[1] for i in chunk]
-            batch = to_device(sequences_batch(sequences, setup.pad_id, layout), setup.device)
+            firsts, seconds = [i.sequences()[0] for i in chunk], [i.sequences()[1] for i in chunk]
+            batch = pack_pairs(firsts, seconds, setup.pad_id, PACK_MULTIPLE) if share else \
+                sequences_batch(firsts + seconds, setup.pad_id, layout)  # KTO's answer and mismatched answer share a prompt too
+            batch = to_device(batch, setup.device)
             with autocast(setup):
-                logps = sequence_logprobs(model, batch, len(sequences))[0].cpu()
+                logps = sequence_logprobs(model, batch, 2 * len(chunk))[0].cpu()
             out.append(torch.stack([logps[: len(chunk)], logps[len(chunk) :]], dim=1))
     model.train(was_training)
     return torch.cat(out)
