@@ -19,7 +19,7 @@ import torch
 from hone.data.dataset import read_examples
 from hone.data.render import render_prompt
 from hone.engine.tiers import machine_line
-from hone.eval.generate import GenerationArgs, generate_answers
+from hone.model.generate import GenerationArgs, generate_answers
 from hone.eval.models import load_for_eval
 from hone.model.load import ASSETS
 

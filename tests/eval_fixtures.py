@@ -55,7 +55,7 @@ def synthetic_results(n: int = 40, seed: int = 0):
     """(examples, base result, tuned result) for a JSON task where tuned is clearly better; no model."""
     from hone.data.formats import Example
     from hone.eval.compare import ModelResult
-    from hone.eval.generate import Generation
+    from hone.model.generate import Generation
     from hone.eval.loss import LossResult
     from hone.eval.metrics import build_settings, mean_scores, score_example
 

@@ -10,7 +10,7 @@ from hone.config import AdapterArgs, ModelArgs, RunConfig, save_config
 from hone.data.dataset import read_examples
 from hone.data.render import render_prompt
 from hone.eval.forgetting import general_perplexity, measure_forgetting, read_documents, resolve_general
-from hone.eval.generate import GenerationArgs, generate_answers, stop_token_ids
+from hone.model.generate import GenerationArgs, generate_answers, stop_token_ids
 from hone.eval.models import load_for_eval
 from hone.errors import HoneError
 from hone.model.adapters import apply_method

@@ -130,7 +130,7 @@ def test_mixed_adapter_batches_answer_as_each_model_alone(client):
 
 
 def test_adapter_answers_equal_transformers_generate(client, server):
-    from hone.eval.generate import GenerationArgs, generate_answers
+    from hone.model.generate import GenerationArgs, generate_answers
     from hone.eval.models import load_for_eval
     from hone.data.render import render_generation_prompt
 

@@ -28,7 +28,7 @@ from hone.cli import main
 from hone.config import RunConfig, load_config
 from hone.data.render import render_generation_prompt
 from hone.errors import HoneError
-from hone.eval.generate import GenerationArgs, generate_answers
+from hone.model.generate import GenerationArgs, generate_answers
 from hone.eval.models import load_for_eval
 from hone.ui import forms
 from hone.ui.app import create_app

@@ -23,7 +23,7 @@ from hone.data.split import split_examples
 from hone.errors import HoneError
 from hone.eval.curves import check_overfitting, read_curves
 from hone.eval.forgetting import general_perplexity, measure_forgetting, resolve_general
-from hone.eval.generate import Generation, GenerationArgs, generate_answers
+from hone.model.generate import Generation, GenerationArgs, generate_answers
 from hone.eval.judge import judge_pairwise
 from hone.eval.loss import LossResult, assistant_loss
 from hone.eval.metrics import (LOWER_IS_BETTER, MetricSettings, build_settings, corpus_scores, direction, mean_scores,

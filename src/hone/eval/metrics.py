@@ -8,18 +8,16 @@ reference) is None there and left out of its mean.
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
+from hone.data.json_answer import field_matches, load_schema_validator, parse_json, try_json  # noqa: F401 - also this module's API
 from hone.errors import HoneError
 
 ARTICLES = re.compile(r"\b(a|an|the)\b")
-FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 LOWER_IS_BETTER = {"eval_loss", "perplexity", "general_perplexity", "empty", "truncated"}
 NEUTRAL = {"output_chars", "output_tokens", "examples_per_s"}  # reported, but longer is neither better nor worse
@@ -114,57 +112,6 @@ def corpus_scores(predictions: list[str], references: list[str]) -> dict[str, fl
         return {}
     return {"corpus_bleu": sacrebleu.corpus_bleu(predictions, [references]).score / 100,
             "corpus_chrf": sacrebleu.corpus_chrf(predictions, [references]).score / 100}
-
-
-# ---- JSON metrics -------------------------------------------------------------------
-
-def parse_json(text: str):
-    """The JSON value in `text` (a ```json fence around it is allowed), or raise ValueError."""
-    text = text.strip()
-    fenced = FENCE.match(text)
-    return json.loads(fenced.group(1) if fenced else text)
-
-
-def try_json(text: str):
-    try:
-        return True, parse_json(text)
-    except ValueError:
-        return False, None
-
-
-def field_matches(prediction_value, reference: dict) -> dict[str, float]:
-    """Per reference key: 1.0 when the prediction (a JSON object) has an equal value."""
-    if not isinstance(prediction_value, dict):
-        return {key: 0.0 for key in reference}
-    return {key: float(key in prediction_value and _same(prediction_value[key], value)) for key, value in reference.items()}
-
-
-def _same(a, b) -> bool:
-    # Strings compare after trimming, so `"billing "` matches `"billing"`; everything else exactly.
-    if isinstance(a, str) and isinstance(b, str):
-        return a.strip() == b.strip()
-    return a == b
-
-
-def load_schema_validator(path: str | None):
-    """A jsonschema validator for the schema file at `path` (None when no schema is given)."""
-    if not path:
-        return None
-    import jsonschema
-
-    file = Path(path)
-    if not file.is_file():
-        raise HoneError(f"schema file not found: {path}", "pass --schema a JSON-schema file")
-    try:
-        schema = json.loads(file.read_text())
-    except ValueError as exc:
-        raise HoneError(f"{path}: not valid JSON ({exc})", "fix the schema file") from None
-    try:
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise HoneError(f"{path}: not a valid JSON schema: {exc.message}", "fix the schema file") from None
-    return cls(schema)
 
 
 # ---- the per-example scorer ----------------------------------------------------------

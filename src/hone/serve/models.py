@@ -17,7 +17,7 @@ import torch
 
 from hone.config import EMBEDDED, ModelArgs
 from hone.errors import HoneError
-from hone.eval.generate import stop_token_ids
+from hone.model.generate import stop_token_ids
 from hone.eval.models import describe, load_tokenizer, model_args_for
 from hone.model.load import load_model, pick_device, resolve_model_path
 from hone.model.multi import load_adapters

@@ -15,7 +15,7 @@ import torch
 
 from hone.config import EMBEDDED
 from hone.data.render import render_generation_prompt
-from hone.eval.generate import stop_token_ids
+from hone.model.generate import stop_token_ids
 from hone.eval.models import EvalModel, load_for_eval, read_run_config
 
 
