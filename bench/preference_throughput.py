@@ -28,13 +28,14 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+import workers  # bench/workers.py: this script's folder is on sys.path
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -204,13 +205,7 @@ def worker(argv: list[str]) -> None:
 
 
 def spawn(system: str, work: Path, pairs: int, dtype: str, eval_pairs: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TRL_EXPERIMENTAL_SILENCE": "1"}
-    out = subprocess.run([sys.executable, str(HERE), "--worker", system, str(work), str(pairs), dtype, str(eval_pairs)],
-                         capture_output=True, text=True, env=env, timeout=3600)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        raise SystemExit(f"{system} failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return workers.spawn(HERE, system, work, pairs, dtype, eval_pairs)
 
 
 def main() -> int:

@@ -51,6 +51,9 @@ def test_starting_config_is_accepted_by_hone_train(tmp_path, name, raw, recommen
     path.write_text(advice.config_yaml)
     config = load_config(path)
     assert config.adapter.method == {"distillation": "lora"}.get(method, method)
+    assert (config.train.objective == "distill") == (method == "distillation")
+    if method == "distillation":
+        assert config.distill.teacher_path == "PATH/TO/TEACHER" and config.model.path == "PATH/TO/STUDENT"
 
 
 def test_license_and_data_size_warnings():
@@ -99,12 +102,13 @@ def test_n_examples_flag_takes_a_number_or_a_dataset(tmp_path, chat_file, capsys
     assert err.count("\n") == 0 and "bad.jsonl: no usable examples (first problem, line 1" in err
 
 
-def test_distillation_prints_a_note_that_the_config_is_plain_lora(capsys):
+def test_distillation_writes_a_distill_config_and_says_how_to_get_a_student(capsys):
     from hone.cli import main
 
     flags = ["advise", "--goal", "format", "--n-examples", "800", "--gpu-memory-gb", "80", "--model-params-b", "70"]
     assert main([*flags, "--low-latency", "yes"]) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 1 and "until distillation lands" in notes[0] and "plain LoRA on model.path" in notes[0]
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "hone derive TEACHER" in notes[0] and "distill.mode=sequence" in notes[0]
     assert main(flags) == 0
     assert "note: " not in capsys.readouterr().out

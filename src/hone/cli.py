@@ -257,6 +257,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+def add_derive(sub) -> None:
+    p = sub.add_parser("derive", help="a smaller student model cut from a teacher (a subset of its layers), for distillation")
+    p.add_argument("teacher", help="model folder, hub id, `embedded`, or a hone run folder (merged first)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--keep", type=int, help="keep N decoder layers, evenly spaced (first and last included)")
+    which.add_argument("--layers", help="the decoder layers to keep, e.g. 0,3")
+    p.add_argument("--out", required=True, help="folder for the student (must be new or empty)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)")
+    p.set_defaults(handler=cmd_derive)
+
+
+def cmd_derive(args) -> int:
+    from hone.model.derive import derive_command
+
+    return derive_command(args)
+
+
 def add_ui(sub) -> None:
     p = sub.add_parser("ui", help="the whole path in a local web page: data doctor, plan, training runs, comparison, chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs --auth)")
@@ -295,7 +312,7 @@ def cmd_serve(args) -> int:
                                    args.max_batch, args.max_queue, args.threads))
 
 
-BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_score, add_adapters, add_export, add_ui, add_serve]
+BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_score, add_adapters, add_export, add_derive, add_ui, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

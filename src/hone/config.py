@@ -276,6 +276,97 @@ class PreferenceArgs:
 
 
 @dataclass
+class DistillArgs:
+    """Settings of `train.objective: distill` (knowledge distillation from a teacher model)."""
+
+    SECTION: ClassVar[str] = "distill"  # its YAML section, which range errors name
+
+    teacher_path: str | None = None
+    """The teacher: a model folder, a hub id, `embedded`, or a hone run folder (its adapter is
+    merged in). Logit distillation needs the student's vocabulary (checked before anything runs)."""
+    mode: Literal["logits", "sequence"] = "logits"
+    """`logits`: match the teacher's next-token distribution on every answer token. `sequence`:
+    the teacher answers the training prompts once (greedy, KV cache), the answers go through the
+    data doctor and the student learns them by plain cross-entropy (any vocabulary)."""
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    """The divergence: forward_kl KL(teacher || student) (mean-seeking, the classic), reverse_kl
+    KL(student || teacher) (mode-seeking), jsd the generalised Jensen-Shannon with `beta`."""
+    beta: float = bounded(0.5, UNIT)
+    """jsd: the mixture `beta * teacher + (1 - beta) * student`; 0 is forward KL, 1 reverse KL
+    (TRL's GKD convention)."""
+    temperature: float = bounded(1.0, POSITIVE)
+    """Both distributions are softened by this before the divergence (the cross-entropy is not);
+    above 1 shows the student more of the teacher's ranking of the wrong tokens."""
+    weight: float = bounded(0.5, UNIT)
+    """loss = weight * divergence + (1 - weight) * cross-entropy on the labelled answer tokens."""
+    top_k: int = bounded(64, NON_NEGATIVE)
+    """>0: the teacher's top-k log-probabilities (plus the rest of its mass as one bucket) are
+    computed once before training and cached in the run folder (`teacher_topk/`); the teacher is
+    then unloaded. 0: the teacher runs live, each step, over the full vocabulary."""
+    teacher_dtype: Literal["auto", "float32", "bfloat16", "float16", "nf4"] = "auto"
+    """How the teacher is held (it never trains): `auto` is the cheapest dtype the device
+    multiplies fast; `nf4` is 4-bit (bitsandbytes, a CUDA device)."""
+    on_policy_ratio: float = bounded(0.0, UNIT)
+    """GKD's lambda: the share of micro-batches where the student answers the prompts itself
+    (sampled) and the teacher scores those answers, against teacher-forced data. Needs top_k=0."""
+    max_new_tokens: int = bounded(128, AT_LEAST_ONE)
+    """sequence mode and on-policy samples: longest generated answer."""
+    generation_batch_size: int = bounded(16, AT_LEAST_ONE)
+    """Prompts answered together (left-padded, KV cache)."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
+class RLArgs:
+    """Settings of the online RL objectives (`train.objective`: grpo, rloo; `hone.train.rl`).
+    Each optimizer step samples `group_size` completions per prompt, scores them with `rewards`
+    and moves the policy towards the completions that beat their group."""
+
+    SECTION: ClassVar[str] = "rl"  # its YAML section, which range errors name
+
+    group_size: int = bounded(8, Range(2))
+    """Completions sampled per prompt (TRL's num_generations); advantages compare within a group."""
+    max_new_tokens: int = bounded(64, AT_LEAST_ONE)
+    """Longest completion in tokens; one that runs into it without ending is `truncated` in the log."""
+    temperature: float = bounded(1.0, POSITIVE)
+    """Sampling temperature; the loss scores completions at the same temperature, as TRL does."""
+    top_p: float = bounded(1.0, PROBABILITY_MASS)
+    beta: float = bounded(0.04, NON_NEGATIVE)
+    """Weight of the KL term to the reference, the model with the adapter switched off (no second
+    copy): the base, or the starting model with `init_from`. grpo: k3 estimator per token, added to
+    the loss; rloo: summed per completion and subtracted from its reward. 0 skips the reference pass."""
+    epsilon: float = bounded(0.2, POSITIVE)
+    """PPO clipping of the probability ratio to [1 - epsilon, 1 + epsilon]."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo"] = "grpo"
+    """grpo's normalisation: `grpo` each completion's mean over its tokens, then the mean over
+    completions (per-sequence); `bnpo` the mean over all completion tokens of the batch (per-token);
+    `dr_grpo` the sum over tokens / (completions x max_new_tokens) (Dr. GRPO, no length bias)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """grpo: advantages are reward - group mean, divided by the group's (`group`) or the batch's
+    (`batch`) standard deviation, or not divided (`none`, as Dr. GRPO recommends)."""
+    normalize_advantages: bool = False
+    """rloo: scale the leave-one-out advantages to mean 0 and standard deviation 1 over the batch."""
+    rewards: list[dict] = field(default_factory=lambda: [{"name": "json_valid", "weight": 1.0}])
+    """What is rewarded, a weighted sum: entries `{name, weight, args}`; a name is a built-in
+    (json_valid, json_schema with args.schema, field_match, regex with args.pattern,
+    length_penalty with args.max_chars), `reward_model` with args.path (a `train.objective:
+    reward` run) or `module:function` (`function(completion, reference, **args) -> float`).
+    See `hone.train.rewards`."""
+    init_from: str | None = None
+    """A finished LoRA run folder (e.g. a short SFT run) whose adapter is the starting point that
+    trains. It is merged into the base weights for the run, so the KL reference (adapter off) is
+    the starting model; the run saves one LoRA adapter holding both (their ranks side by side)."""
+    length_warning: float = bounded(2.0, Range(1, low_open=True))
+    """Warn when the mean completion length grows past this many times its first steps' mean
+    (or half the completions run into max_new_tokens): a sign the reward is being gamed."""
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
 class ReplayArgs:
     SECTION: ClassVar[str] = "replay"  # its YAML section, which range errors name
 
@@ -348,6 +439,8 @@ class RunConfig:
     train: TrainArgs = field(default_factory=TrainArgs)
     replay: ReplayArgs = field(default_factory=ReplayArgs)
     preference: PreferenceArgs = field(default_factory=PreferenceArgs)
+    rl: RLArgs = field(default_factory=RLArgs)
+    distill: DistillArgs = field(default_factory=DistillArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -203,10 +203,10 @@ def measured_row(method: str, path: Path = MEASURED) -> str | None:
             f"{row['trainable']:,} parameters at {speed}, peak {row['peak_rss_mb']:.0f} MiB, {quality}{forgetting}")
 
 
-# hone has no distillation objective yet (STYLE.md's KD seam): say what the written config really does.
-DISTILLATION_NOTE = ("hone cannot distil yet: until distillation lands, the config below is plain LoRA on model.path, "
-                     "not a teacher-student run; to distil by hand, set model.path to a 1-3B student and data.train "
-                     "to the {size:g}B teacher's answers")
+# The student needs the teacher's tokenizer for logit distillation: say how to get one.
+DISTILLATION_NOTE = ("the config below distils: model.path is the small student (a 1-3B model with the {size:g}B "
+                     "teacher's tokenizer, or one cut from the teacher: `hone derive TEACHER --keep N --out student`), "
+                     "distill.teacher_path the {size:g}B teacher; with another tokenizer set distill.mode=sequence")
 
 
 def choose_method(a: Answers) -> tuple[str, str]:
@@ -285,8 +285,10 @@ def starting_config(a: Answers, method: str) -> str:
     lines += ["train:", "  output_dir: runs/advised", f"  epochs: {epochs}", "  batch_size: 8", f"  learning_rate: {lr}",
               f"  gradient_checkpointing: {'true' if a.gpu_memory_gb and a.gpu_memory_gb < 24 else 'false'}"]
     if method == "distillation":
-        lines.insert(0, "# plain LoRA until hone can distil: to distil by hand, generate answers with the large")
-        lines.insert(1, "# (teacher) model into data.train and set model.path to a small (student) base")
+        lines[1] = "  path: PATH/TO/STUDENT  # 1-3B, the teacher's tokenizer (or `hone derive TEACHER --keep N --out DIR`)"
+        lines += ["  objective: distill", "distill:", "  teacher_path: PATH/TO/TEACHER  # the large model, or a hone run folder",
+                  "  top_k: 64  # the teacher's top-64 log-probabilities, computed once and cached in the run folder",
+                  "  weight: 0.5  # half divergence from the teacher, half cross-entropy on the answers"]
     return "\n".join(lines) + "\n"
 
 

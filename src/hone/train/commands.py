@@ -10,6 +10,8 @@ from hone.config import load_config, read_yaml
 from hone.errors import HoneError
 from hone.model import methods
 from hone.train import dpo, kto, objectives, orpo, reward, simpo  # noqa: F401 - importing registers each objective
+from hone.train import rl  # noqa: F401 - registers train.objective=grpo and rloo
+from hone.train import distill  # noqa: F401 - registers train.objective=distill
 from hone.train.distributed import check_combination
 from hone.train.sft import CONFIG_FILE
 from hone.train.tracking import check_trackers
@@ -20,7 +22,8 @@ def resolve_config(config_path: str | None, overrides: list[str], resume, base: 
     using the run's saved config. `base` holds a command's own defaults (below the YAML). The
     method and objective are looked up now, so an unknown name fails before any data work."""
     config = _read_config(config_path, overrides, resume, base)
-    methods.get(config.adapter.method), objectives.get(config.train.objective)
+    methods.get(config.adapter.method)
+    objectives.check_settings(objectives.get(config.train.objective), config)
     check_combination(config), check_trackers(config.train.report_to)
     return config
 

@@ -204,6 +204,8 @@ def run_step(setup: Setup, micro_batches, optimizer, scheduler, args: TrainArgs,
              run=None) -> dict:
     """One optimizer step (or a rollback); advances `state` and returns the step's metrics record."""
     started = time.perf_counter()
+    if hasattr(setup.objective, "begin_step"):  # an objective that samples seeds its samples by step
+        setup.objective.begin_step(state.step + 1)
     try:
         loss, tokens, grad_norm, metrics = accumulate(setup, micro_batches, args, run)
     except RuntimeError as exc:  # tag memory errors with where they happened (see `prepared`)

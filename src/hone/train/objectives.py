@@ -96,6 +96,18 @@ def get(name: str) -> Objective:
 #       write the trained model its own way (default: the method's `save`)
 #   watch_eval(record)
 #       see each evaluation's `eval_*` metrics (warnings about trends)
+#   check(config)
+#       before any data or weights are read: refuse settings that cannot work (a one-line HoneError)
+#   begin_step(step)
+#       the optimizer step about to run (1-based; a resumed run goes on counting): what online
+#       RL seeds its samples with, so a resumed run samples as an uninterrupted one would
+
+def check_settings(objective: Objective, config) -> None:
+    """The objective's own `check(config)`, when it has one (`hone train` calls it first)."""
+    check = getattr(objective, "check", None)
+    if check:
+        check(config)
+
 
 def tokenizer_of(objective: Objective):
     """How `objective`'s examples are tokenized."""
