@@ -244,18 +244,25 @@ def report_start(setup, config: RunConfig, evals, batch_size: int) -> dict | Non
 
 # --- the starting point: a finished LoRA run ---
 
+def starting_adapter_files(model, run: Path, setting: str, example: str, method_hint: str = "") -> tuple[Path, dict]:
+    """`run`'s adapter weights file and its adapter_config, once both exist and the model about to
+    train has an adapter to receive them; else a one-line error naming `setting`."""
+    adapter_file, adapter_config = run / "adapter_model.safetensors", run / "adapter_config.json"
+    if not adapter_file.is_file() or not adapter_config.is_file():
+        raise HoneError(f"{setting}: {run} holds no LoRA adapter (adapter_model.safetensors)",
+                        f"point it at a finished LoRA run folder, e.g. {example}")
+    if not hasattr(model, "peft_config"):
+        raise HoneError(f"{setting} starts from a LoRA adapter, but adapter.method trains no adapter",
+                        f"set adapter.method=lora{method_hint}")
+    return adapter_file, json.loads(adapter_config.read_text())
+
+
 def load_starting_adapter(model, config: RunConfig) -> None:
     """Copy `preference.init_from`'s adapter weights into the adapter about to train; its shape
     (rank, alpha, targets) and base model must be this run's."""
     run = Path(config.preference.init_from)
-    adapter_file, adapter_config = run / "adapter_model.safetensors", run / "adapter_config.json"
-    if not adapter_file.is_file() or not adapter_config.is_file():
-        raise HoneError(f"preference.init_from: {run} holds no LoRA adapter (adapter_model.safetensors)",
-                        "point it at a finished LoRA run folder, e.g. the quickstart's run")
-    if not hasattr(model, "peft_config"):
-        raise HoneError("preference.init_from starts from a LoRA adapter, but adapter.method trains no adapter",
-                        "set adapter.method=lora (with the run's rank and alpha)")
-    saved = json.loads(adapter_config.read_text())
+    adapter_file, saved = starting_adapter_files(model, run, "preference.init_from", "the quickstart's run",
+                                                 " (with the run's rank and alpha)")
     mine = next(iter(model.peft_config.values()))
     for key, value in (("lora_rank", saved.get("r")), ("lora_alpha", saved.get("lora_alpha"))):
         if float(value) != float(getattr(config.adapter, key)):

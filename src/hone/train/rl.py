@@ -42,6 +42,7 @@ from hone.model.load import load_tokenizer
 from hone.model.methods import get as get_method
 from hone.train import objectives
 from hone.train.logprobs import decoder_hidden, token_logprobs
+from hone.train.preference import starting_adapter_files
 from hone.train.loss import CHUNK_ELEMENTS, ROWS_MULTIPLE, split_model
 from hone.train.rewards import build_rewards, score_completions
 from hone.train.rollout import SamplingArgs, completion_seed, sample
@@ -419,15 +420,7 @@ def merge_starting_adapter(model, run: str) -> StartingAdapter:
     KL is 0 at the first step. A plain LoRA (no DoRA, one rank for every module) is required."""
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    folder = Path(run)
-    weights, settings = folder / "adapter_model.safetensors", folder / "adapter_config.json"
-    if not weights.is_file() or not settings.is_file():
-        raise HoneError(f"rl.init_from: {run} holds no LoRA adapter (adapter_model.safetensors)",
-                        "point it at a finished LoRA run folder, e.g. a short SFT run")
-    if not hasattr(model, "peft_config"):
-        raise HoneError("rl.init_from starts from a LoRA adapter, but adapter.method trains no adapter",
-                        "set adapter.method=lora")
-    saved = json.loads(settings.read_text())
+    weights, saved = starting_adapter_files(model, Path(run), "rl.init_from", "a short SFT run")
     if saved.get("peft_type") != "LORA" or saved.get("use_dora") or saved.get("rank_pattern") or saved.get("alpha_pattern"):
         raise HoneError(f"rl.init_from: {run} is not a plain LoRA adapter (DoRA or per-module ranks)",
                         "start from a plain LoRA run (adapter.method=lora, use_dora=false)")
