@@ -4,6 +4,7 @@ driven with the official `openai` client (and raw HTTP where a client would refu
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -374,3 +375,151 @@ def test_joined_adapters_compute_what_peft_mixed_batches_compute(tmp_path, tiny_
         base = served.model(input_ids=ids, adapter_names=["__base__"] * len(names)).logits
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
     assert float((theirs[0] - base[0]).abs().max()) > 1e-3 and float((theirs[2] - base[2]).abs().max()) > 1e-3
+
+
+# --- the batch cache: in-place steps, leaving rows, joining groups ---
+
+def test_batch_cache_keeps_every_row_its_own_tokens_through_steps_leaves_and_joins():
+    """Every operation the scheduler applies, checked against each row's plain list of key/value
+    columns: steps past the spare columns, several rows leaving at once, groups joining in place
+    and (wider than the batch or beyond its rows) by a new layout."""
+    from hone.serve.kvcache import SPARE_COLUMNS, BatchCache
+
+    torch.manual_seed(0)
+    layers, heads, dim = 2, 3, 4
+    reference: list[list[torch.Tensor]] = []  # per row: per layer (2, heads, tokens, dim) of its real tokens
+
+    def group(lengths):
+        width = max(lengths)
+        pairs = [(torch.randn(len(lengths), heads, width, dim), torch.randn(len(lengths), heads, width, dim)) for _ in range(layers)]
+        rows = [[torch.stack([k[i, :, width - n:], v[i, :, width - n:]]) for k, v in pairs] for i, n in enumerate(lengths)]
+        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
+        return pairs, rows, mask
+
+    def check(cache, mask):
+        assert cache.rows == len(reference) == mask.shape[0] and cache.width == mask.shape[1]
+        for row, expected in enumerate(reference):
+            real = mask[row].bool()
+            for layer, (k, v) in enumerate(cache.pairs()):
+                torch.testing.assert_close(torch.stack([k[row][:, real], v[row][:, real]]), expected[layer], rtol=0, atol=0)
+
+    def join(cache, lengths):
+        pairs, rows, new_mask = group(lengths)
+        reference.extend(rows)
+        if cache is None or not cache.append(pairs):
+            cache = BatchCache.stack([pairs] if cache is None else [cache.pairs(), pairs], capacity=6)
+        width = cache.width
+        pad = lambda m: torch.cat([m.new_zeros(m.shape[0], width - m.shape[1]), m], 1)  # noqa: E731
+        return cache, new_mask if mask is None else torch.cat([pad(mask), pad(new_mask)])
+
+    def step(cache, mask):
+        for layer in cache.layers:
+            k, v = torch.randn(cache.rows, heads, 1, dim), torch.randn(cache.rows, heads, 1, dim)
+            layer.update(k, v)
+            for row in range(cache.rows):
+                reference[row][cache.layers.index(layer)] = torch.cat([reference[row][cache.layers.index(layer)], torch.stack([k[row], v[row]])], 2)
+        return torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype)], 1)
+
+    def leave(cache, mask, rows):
+        order = cache.remove(rows)
+        assert sorted(order) == sorted(set(range(len(reference))) - set(rows))
+        reference[:] = [reference[i] for i in order]
+        mask = mask[order]
+        first = int(mask.any(0).nonzero()[0])
+        cache.drop_columns(first)
+        return mask[:, first:]
+
+    mask = None
+    cache, mask = join(None, [5, 3])
+    check(cache, mask)
+    layout = cache.layers[0].key_buffer
+    for _ in range(SPARE_COLUMNS + 3):  # past the spare columns: a new layout, same tokens
+        mask = step(cache, mask)
+    assert cache.layers[0].key_buffer is not layout
+    check(cache, mask)
+    cache, mask = join(cache, [4, 7])  # in place: rows and columns to spare
+    layout = cache.layers[0].key_buffer
+    check(cache, mask)
+    mask = leave(cache, mask, [0, 3])  # the last row moves into row 0; row 3 was the last
+    check(cache, mask)
+    mask = step(cache, mask)
+    mask = leave(cache, mask, [0])  # the oldest row leaves: its padding columns go
+    check(cache, mask)
+    cache, mask = join(cache, [2, 2, 6])  # fits the buffer's rows (capacity 6 < 2 + 3 + ...)
+    assert cache.layers[0].key_buffer is layout
+    check(cache, mask)
+    cache, mask = join(cache, [cache.layers[0].length + 5])  # longer than the batch: a new layout
+    assert cache.layers[0].key_buffer is not layout
+    check(cache, mask)
+    mask = leave(cache, mask, list(range(1, cache.rows)))
+    check(cache, mask)
+
+
+def test_rows_joining_and_leaving_mid_answer_answer_as_alone(tiny_llama):
+    """Answers of different lengths (some past the cache's spare columns) that start while others
+    are half done: each equals its answer alone."""
+    served = load_served(str(tiny_llama), [], dtype="float32")
+    scheduler = Scheduler(served, max_batch=4, threads=1)
+    scheduler.start()
+    prompts = [[5 + i, 9, 17, 33 + 7 * i, 11, 40 + i][: 2 + i % 4] for i in range(7)]
+    lengths = [3, 70, 12, 5, 80, 9, 30]
+    try:
+        alone = [_greedy(scheduler, served, p, n) for p, n in zip(prompts, lengths)]
+        results: list = [None] * len(prompts)
+        threads = []
+        for i, (p, n) in enumerate(zip(prompts, lengths)):
+            threads.append(threading.Thread(target=lambda i=i, p=p, n=n: results.__setitem__(i, _greedy(scheduler, served, p, n))))
+            threads[-1].start()
+            time.sleep(0.02 * (i % 3))  # joins between steps of the answers already running
+        for thread in threads:
+            thread.join()
+    finally:
+        scheduler.stop()
+    assert [len(ids) for ids in alone] == lengths  # no answer stopped early: every length was exercised
+    assert results == alone
+    assert scheduler.prefills > 2  # several groups joined a running batch
+
+
+def test_prompts_sharing_a_start_reuse_its_keys_and_answer_as_without_the_store():
+    """The demo's tickets share their system prompt and template header: later prompts prefill
+    only what differs (in groups mixing reused and fresh rows, and a prompt wholly an earlier
+    one's), and every answer equals the answer with the store off."""
+    from hone.data.render import render_generation_prompt
+
+    served = load_served("embedded", [], dtype="float32")
+    tokenizer = served.models[served.base_id].tokenizer
+    tickets = [json.loads(line)["messages"][:-1] for line in (DEMO / "eval.jsonl").read_text().splitlines()[:7]]
+    prompts = [render_generation_prompt(tokenizer, t) for t in tickets]
+    prompts += [prompts[0], prompts[1][-20:]]  # one seen whole; one sharing no start
+    shared = len(os.path.commonprefix(prompts[:7]))
+    answers = {}
+    for store in (0, 4096):
+        scheduler = Scheduler(served, max_batch=4, threads=1, prefix_tokens=store)
+        scheduler.start()
+        try:
+            results: list = [None] * len(prompts)
+            threads = []
+            for i, prompt in enumerate(prompts):
+                threads.append(threading.Thread(target=lambda i=i, p=prompt: results.__setitem__(i, _greedy(scheduler, served, p, 24))))
+                threads[-1].start()
+                time.sleep(0.05 * (i % 2))
+            for thread in threads:
+                thread.join()
+        finally:
+            scheduler.stop()
+        answers[store] = (results, scheduler.prefixes.reused)
+    assert shared > 30 and answers[0][1] == 0 and answers[4096][1] >= 5 * shared  # used, and only when on
+    assert answers[4096][0] == answers[0][0]
+
+
+def _greedy(scheduler, served, prompt, max_tokens):
+    done, out = threading.Event(), []
+
+    def emit(event):
+        if event[0] == "finish":
+            out.extend(event[4])
+        if event[0] != "delta":
+            done.set()
+    scheduler.submit(Request(served.base_id, prompt, Params(max_tokens=max_tokens, temperature=0), 1, emit))
+    assert done.wait(120)
+    return out

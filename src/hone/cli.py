@@ -301,7 +301,10 @@ def add_serve(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype (default: the run's, else fastest here)")
     p.add_argument("--max-batch", dest="max_batch", type=int, default=32, help="answers decoded together in one step (default 32)")
     p.add_argument("--max-queue", dest="max_queue", type=int, default=256, help="answers waiting before requests get 429 (default 256)")
-    p.add_argument("--threads", type=int, help="CPU threads for decoding (default: torch's)")
+    p.add_argument("--threads", type=int, help="CPU threads for decoding steps (default: torch's; prefill uses torch's)")
+    p.add_argument("--prefix-cache", dest="prefix_cache", type=int, default=4096, metavar="TOKENS",
+                   help="keep the keys and values of up to TOKENS recent prompt tokens per server, so prompts that start "
+                        "the same way (a system prompt) prefill only the rest (default 4096; 0: off)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -309,7 +312,7 @@ def cmd_serve(args) -> int:
     from hone.serve.command import ServeArgs, serve_command
 
     return serve_command(ServeArgs(args.run, args.adapter, args.host, args.port, args.api_key, args.engine, args.dtype,
-                                   args.max_batch, args.max_queue, args.threads))
+                                   args.max_batch, args.max_queue, args.threads, args.prefix_cache))
 
 
 BUILDERS = [add_advise, add_check, add_convert, add_split, add_plan, add_train, add_pretrain, add_quickstart, add_eval, add_compare, add_score, add_adapters, add_export, add_derive, add_ui, add_serve]

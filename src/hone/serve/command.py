@@ -33,13 +33,16 @@ class ServeArgs:
     max_queue: int = 256
     """Answers waiting for a free row before new requests get 429."""
     threads: int | None = None
+    prefix_cache: int = 4096
+    """Prompt tokens whose keys and values are kept for later prompts that start the same way (0: off)."""
 
 
 def serve_command(args: ServeArgs) -> int:
     adapters = [parse_adapter_flag(flag) for flag in args.adapters]
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    if args.max_batch < 1 or args.max_queue < 0:
-        raise HoneError("--max-batch must be at least 1 and --max-queue at least 0", "e.g. --max-batch 32 --max-queue 256")
+    if args.max_batch < 1 or args.max_queue < 0 or args.prefix_cache < 0:
+        raise HoneError("--max-batch must be at least 1, --max-queue and --prefix-cache at least 0",
+                        "e.g. --max-batch 32 --max-queue 256 --prefix-cache 4096")
     warning = exposure_warning(args.host, api_key)
     if warning:
         print(f"hone serve: warning: {warning}", file=sys.stderr)
@@ -48,7 +51,7 @@ def serve_command(args: ServeArgs) -> int:
     import uvicorn
 
     served = load_served(args.run, adapters, args.dtype)
-    scheduler = Scheduler(served, args.max_batch, args.max_queue, args.threads)
+    scheduler = Scheduler(served, args.max_batch, args.max_queue, args.threads, args.prefix_cache)
     app = create_app(served, scheduler, api_key)
     names = ", ".join(m.id + (f" (adapter of {m.parent})" if m.parent else " (base)") for m in served.models.values())
     print(f"hone serve: http://{args.host}:{args.port}/v1 serving {names}", flush=True)

@@ -1,8 +1,8 @@
 """Dynamic batching: one scheduler thread runs decoding steps over every active answer with a
 shared KV cache; new requests join between steps, finished or abandoned ones leave.
 
-The batch cache is a list of (keys, values) per layer, each `B, H, T, D`, left-padded: row b's
-real tokens are the last ones its `mask[b]` marks. A joining group is prefilled on its own
+The batch cache (`hone.serve.kvcache`) holds per layer keys and values `B, H, T, D`, left-padded:
+row b's real tokens are the last ones its `mask[b]` marks; a step writes its column in place. A joining group is prefilled on its own
 (left-padded among itself) and concatenated in; a leaving row is dropped with its cache row,
 and columns that only padding fills any more are cut away. Each step feeds every row's last
 sampled token at its own position (`mask.sum(1)`), each row through its own adapter
@@ -12,15 +12,16 @@ sampled token at its own position (`mask.sum(1)`), each row through its own adap
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from transformers import DynamicCache
-
 from hone.serve.decode import Detokenizer, sample
+from hone.serve.kvcache import BatchCache
 from hone.serve.models import Served
+from hone.serve.prefixes import PrefixStore
 from hone.serve.schema import JsonConstraint
 
 
@@ -75,14 +76,19 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, served: Served, max_batch: int = 32, max_queue: int = 256, threads: int | None = None):
+    def __init__(self, served: Served, max_batch: int = 32, max_queue: int = 256, threads: int | None = None,
+                 prefix_tokens: int = 4096):
         self.served = served
+        self.prefixes = PrefixStore(prefix_tokens)
         self.threads = threads
+        # prefill multiplies whole prompts, products large enough to split: it keeps torch's thread
+        # count (the cores) where --threads narrows decoding steps (2 threads cut prefill by a third here)
+        self.prefill_threads = torch.get_num_threads()
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Sequence] = []
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.cache: BatchCache | None = None
         self.mask: torch.Tensor | None = None  # B, T: 1 on real tokens
         self.wake = threading.Condition()
         self.stopped = False
@@ -110,7 +116,7 @@ class Scheduler:
 
     def load(self) -> dict:
         return {"active": len(self.active), "waiting": sum(r.n for r in self.waiting), "steps": self.steps, "prefills": self.prefills,
-                "cancelled": self.cancelled}
+                "cancelled": self.cancelled, "prefix_tokens_reused": self.prefixes.reused}
 
     def run(self) -> None:
         if self.threads:  # torch's thread count is per calling thread: set it where the steps run
@@ -125,7 +131,8 @@ class Scheduler:
             try:
                 self._drop_cancelled()
                 if joining:
-                    self._prefill(joining)
+                    with _threads(self.prefill_threads if self.threads else None, self.threads):
+                        self._prefill(joining)
                 if self.active:
                     self._step()
             except Exception as exc:  # a bug or an out-of-memory must not kill the server: fail these rows
@@ -159,20 +166,36 @@ class Scheduler:
 
     @torch.inference_mode()
     def _prefill(self, joining: list[Sequence]) -> None:
-        """Run the joining prompts, sample each first token, and add their rows to the batch."""
+        """Run the joining prompts, sample each first token, and add their rows to the batch. A
+        prompt whose start is in the prefix store runs only the rest, after those keys and values
+        (`past | new`, each part left-padded: the mask and positions say which columns are real)."""
         device = self.served.device
         self.prefills += 1
-        longest = max(len(s.request.prompt_ids) for s in joining)
-        ids = torch.zeros(len(joining), longest, dtype=torch.long)
-        mask = torch.zeros(len(joining), longest, dtype=torch.long)
-        for row, seq in enumerate(joining):
-            prompt = seq.request.prompt_ids
-            ids[row, longest - len(prompt):] = torch.tensor(prompt)
-            mask[row, longest - len(prompt):] = 1
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self._forward(ids.to(device), mask.to(device), positions.to(device), None, joining)
-        cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        self._join(cache, mask.to(device), joining)
+        prompts = [s.request.prompt_ids for s in joining]
+        found = [self.prefixes.find(s.peft_name, p) for s, p in zip(joining, prompts)]
+        reused = [n for n, _ in found]
+        past_width, width = max(reused), max(len(p) - n for p, n in zip(prompts, reused))
+        ids = torch.zeros(len(joining), width, dtype=torch.long)
+        mask = torch.zeros(len(joining), past_width + width, dtype=torch.long)
+        positions = torch.zeros(len(joining), width, dtype=torch.long)
+        for row, (prompt, n) in enumerate(zip(prompts, reused)):
+            new = len(prompt) - n
+            ids[row, width - new:] = torch.tensor(prompt[n:])
+            mask[row, past_width - n : past_width] = 1
+            mask[row, past_width + width - new:] = 1
+            positions[row, width - new:] = torch.arange(n, len(prompt))
+        mask = mask.to(device)
+        past = None
+        if past_width:
+            some = next(pairs for _, pairs in found if pairs)
+            rows = [pairs or [(k[:, :0], v[:, :0]) for k, v in some] for _, pairs in found]
+            past = BatchCache.stack([[(k[None], v[None]) for k, v in row] for row in rows], capacity=len(joining))
+        out = self._forward(ids.to(device), mask, positions.to(device), past, joining)
+        cache = past.pairs() if past is not None else [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        for row, (seq, prompt) in enumerate(zip(joining, prompts)):
+            real = mask[row].bool()
+            self.prefixes.add(seq.peft_name, prompt, [(k[row][:, real], v[row][:, real]) for k, v in cache])
+        self._join(cache, mask, joining)
         self._take(out.logits[:, -1].float(), range(len(self.active) - len(joining), len(self.active)))
 
     @torch.inference_mode()
@@ -182,8 +205,7 @@ class Scheduler:
         last = torch.tensor([[s.out_ids[-1]] for s in self.active], device=device)  # B, 1
         positions = self.mask.sum(1, keepdim=True)  # B, 1: tokens before this one
         mask = torch.cat([self.mask, torch.ones_like(positions)], dim=1)
-        out = self._forward(last, mask, positions, DynamicCache(ddp_cache_data=self.cache), self.active)
-        self.cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        out = self._forward(last, mask, positions, self.cache, self.active)  # writes this step's column into self.cache
         self.mask = mask
         self.steps += 1
         self._take(out.logits[:, -1].float(), range(len(self.active)))
@@ -230,27 +252,25 @@ class Scheduler:
             self._retire(lambda s: s.request.cancelled)
 
     def _retire(self, leaves: Callable[[Sequence], bool]) -> None:
-        keep = [i for i, s in enumerate(self.active) if not leaves(s)]
-        if len(keep) == len(self.active):
+        leaving = [i for i, s in enumerate(self.active) if leaves(s)]
+        if not leaving:
             return
-        self.active = [self.active[i] for i in keep]
-        if not keep:
-            self.cache, self.mask = None, None
+        if len(leaving) == len(self.active):
+            self.active, self.cache, self.mask = [], None, None
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask[index]
+        order = self.cache.remove(leaving)  # the last rows move into the leavers' places
+        self.active = [self.active[i] for i in order]
+        mask = self.mask[torch.tensor(order, device=self.mask.device)]
         first = int(mask.any(0).nonzero()[0])  # columns before this are padding in every row left
         self.mask = mask[:, first:]
-        self.cache = [(k[index, :, first:], v[index, :, first:]) for k, v in self.cache]
+        self.cache.drop_columns(first)
 
     def _join(self, cache, mask: torch.Tensor, joining: list[Sequence]) -> None:
-        if self.cache is None:
-            self.cache, self.mask, self.active = cache, mask, list(joining)
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        self.cache = [(torch.cat([_left_pad(k0, width), _left_pad(k1, width)]), torch.cat([_left_pad(v0, width), _left_pad(v1, width)]))
-                      for (k0, v0), (k1, v1) in zip(self.cache, cache)]
-        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
+        if self.cache is None or not self.cache.append(cache):  # appended in place where the buffers have room
+            groups = [cache] if self.cache is None else [self.cache.pairs(), cache]
+            self.cache = BatchCache.stack(groups, capacity=self.max_batch)
+        width = self.cache.width
+        self.mask = mask if self.mask is None else torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
         self.active = self.active + joining
 
     def _fail_all(self, message: str, joining: list[Sequence]) -> None:
@@ -259,12 +279,20 @@ class Scheduler:
         self.active, self.cache, self.mask = [], None, None
 
 
+@contextlib.contextmanager
+def _threads(during: int | None, after: int | None):
+    """torch's thread count `during` the block, `after` it (None: unchanged)."""
+    if during is None or during == after:
+        yield
+        return
+    torch.set_num_threads(during)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(after)
+
+
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Zeros on the left of the sequence axis (dim 2 of a cache tensor, dim 1 of a mask) up to `width`."""
-    axis = 2 if tensor.dim() == 4 else 1
-    missing = width - tensor.shape[axis]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+    """A `B, T` mask with zero columns on the left up to `width`."""
+    missing = width - tensor.shape[1]
+    return tensor if missing == 0 else torch.cat([tensor.new_zeros(tensor.shape[0], missing), tensor], dim=1)
