@@ -243,6 +243,45 @@ def test_seeded_rollouts_reproduce_and_depend_only_on_their_seed(tiny_llama):
     assert [c.ids for c in inside] == [c.ids for c in first]
 
 
+def test_draws_follow_each_rows_distribution_and_never_pick_a_cut_token():
+    """Inverse-CDF draws from the nucleus: frequencies within 5 sigma of the renormalised
+    probabilities, and tokens top_p cut never drawn."""
+    from hone.train.rollout import draw, nucleus
+
+    torch.manual_seed(0)
+    probs = nucleus(torch.randn(3, 40) * 2, 1.0, 0.8)
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    counts = torch.zeros(3, 40)
+    draws = 5000
+    for _ in range(draws):
+        counts[torch.arange(3), draw(probs, generators)] += 1
+    expected = probs / probs.sum(1, keepdim=True)
+    assert counts[probs == 0].sum() == 0 and (probs == 0).any()
+    assert ((counts / draws - expected).abs() <= 5 * (expected * (1 - expected) / draws).sqrt() + 1e-3).all()
+
+
+def test_greedy_rollouts_of_left_padded_prompts_equal_transformers_generate():
+    """top_p near 0 keeps only the most likely token: each row (a group's members sharing their
+    prompt's prefill, left-padded beside longer prompts, leaving the batch as they stop) equals
+    transformers' greedy generate alone, on the embedded model (trained: positions matter)."""
+    from transformers import AutoModelForCausalLM
+
+    from hone.model.load import EMBEDDED_MODEL, load_tokenizer
+    from hone.config import ModelArgs
+
+    tokenizer = load_tokenizer(ModelArgs())
+    model = AutoModelForCausalLM.from_pretrained(EMBEDDED_MODEL, dtype=torch.float32).eval()
+    texts = ["The weather today is", "My order number", "Dear customer service, my laptop", "The weather today is"]
+    prompts = [tokenizer(text)["input_ids"] for text in texts]
+    greedy = sample(model, prompts, [1, 2, 3, 4], SamplingArgs(max_new_tokens=24, temperature=1.0, top_p=1e-9),
+                    stops=[tokenizer.encode(".")[-1]], pad_id=tokenizer.pad_token_id)
+    assert len({len(c.ids) for c in greedy}) > 1  # rows left the batch at different steps
+    for prompt, completion in zip(prompts, greedy):
+        reference = model.generate(torch.tensor([prompt]), max_new_tokens=len(completion.ids), do_sample=False,
+                                   eos_token_id=tokenizer.encode(".")[-1], pad_token_id=tokenizer.pad_token_id)
+        assert completion.ids == reference[0, len(prompt):].tolist()
+
+
 # --- the real CLI ---
 
 def train(tiny_llama, data, run, *extra):

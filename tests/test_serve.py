@@ -383,7 +383,7 @@ def test_batch_cache_keeps_every_row_its_own_tokens_through_steps_leaves_and_joi
     """Every operation the scheduler applies, checked against each row's plain list of key/value
     columns: steps past the spare columns, several rows leaving at once, groups joining in place
     and (wider than the batch or beyond its rows) by a new layout."""
-    from hone.serve.kvcache import SPARE_COLUMNS, BatchCache
+    from hone.model.kvcache import SPARE_COLUMNS, BatchCache
 
     torch.manual_seed(0)
     layers, heads, dim = 2, 3, 4

@@ -1,7 +1,7 @@
 """Dynamic batching: one scheduler thread runs decoding steps over every active answer with a
 shared KV cache; new requests join between steps, finished or abandoned ones leave.
 
-The batch cache (`hone.serve.kvcache`) holds per layer keys and values `B, H, T, D`, left-padded:
+The batch cache (`hone.model.kvcache`) holds per layer keys and values `B, H, T, D`, left-padded:
 row b's real tokens are the last ones its `mask[b]` marks; a step writes its column in place. A joining group is prefilled on its own
 (left-padded among itself) and concatenated in; a leaving row is dropped with its cache row,
 and columns that only padding fills any more are cut away. Each step feeds every row's last
@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 from hone.serve.decode import Detokenizer, sample
-from hone.serve.kvcache import BatchCache
+from hone.model.kvcache import BatchCache
 from hone.serve.models import Served
 from hone.serve.prefixes import PrefixStore
 from hone.serve.schema import JsonConstraint

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hone.model.kvcache import BatchCache
+
 SEED_MIX = (1_000_003, 7_919, 104_729)  # primes that spread (step, prompt, member) over the seed space
 
 
@@ -56,8 +58,14 @@ def nucleus(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
 
 
 def draw(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """(B,) one token per row, each row from its own generator."""
-    return torch.cat([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(generators)])
+    """(B,) one token per row, each row from its own generator: one uniform number per row and
+    the whole batch inverted through its cumulative distributions at once (a `multinomial` per
+    row was an eighth of a GRPO step on the embedded model). A token of probability 0 is never
+    drawn: its cumulative mass equals its predecessor's, and the search takes the first above."""
+    uniform = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in generators])  # B, in [0, 1)
+    cumulative = probs.cumsum(dim=-1)  # B, V
+    target = (uniform * cumulative[:, -1]).unsqueeze(1)  # below each row's total mass
+    return torch.searchsorted(cumulative, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
 
 
 @contextlib.contextmanager
@@ -80,18 +88,22 @@ def cached_attention(model):
 def sample(model, prompts: list[list[int]], seeds: list[int], args: SamplingArgs, stops: list[int],
            pad_id: int) -> list[Completion]:
     """One completion per prompt (repeat a prompt for a group), each drawn with its seed.
-    Prompts are left-padded into one batch; the KV cache holds their keys and values."""
+    Each distinct prompt runs once, left-padded into one batch; its rows (a group's members)
+    start from its keys and values in the KV cache."""
     device = next(model.parameters()).device
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # B, P
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
+    distinct = list(dict.fromkeys(map(tuple, prompts)))
+    slot = {prompt: index for index, prompt in enumerate(distinct)}
+    rows = torch.tensor([slot[tuple(prompt)] for prompt in prompts], device=device)  # B -> its distinct prompt
+    width = max(map(len, distinct))
+    ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)  # U, P
+    mask = torch.zeros((len(distinct), width), dtype=torch.long)
+    for row, prompt in enumerate(distinct):
         ids[row, width - len(prompt) :] = torch.tensor(prompt)
         mask[row, width - len(prompt) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
     with cached_attention(model), decode_threads(model, len(prompts)):
-        return decode(model, ids, mask, generators, args, stops, pad_id)
+        return decode(model, ids, mask, rows, generators, args, stops, pad_id)
 
 
 # A decode step of a small model is a few milliseconds of work in many small operations: split
@@ -116,31 +128,44 @@ def decode_threads(model, rows: int):
         torch.set_num_threads(threads)
 
 
-def decode(model, ids, mask, generators, args: SamplingArgs, stops: list[int], pad_id: int) -> list[Completion]:
-    """Left-padded prompts ids/mask (B, P) -> one completion per row, a token per row per step
-    from the row's own generator, until every row has met a stop token or max_new_tokens."""
+def decode(model, ids, mask, rows, generators, args: SamplingArgs, stops: list[int], pad_id: int) -> list[Completion]:
+    """Left-padded distinct prompts ids/mask (U, P) and each row's prompt `rows` (B) -> one
+    completion per row, a token per row per step from the row's own generator, until every row
+    has met a stop token or max_new_tokens. A row that stops leaves the batch (the KV cache's
+    last row takes its place), so later steps compute only the answers still running."""
     from transformers import DynamicCache
 
     device = ids.device
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    prefill = DynamicCache()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=prefill,
+                   use_cache=True, logits_to_keep=1).logits[:, -1][rows]  # B, V
+    # every row from its prompt's keys and values, in buffers with a column for each new token (written in place)
+    cache = BatchCache.stack([[(layer.keys[rows], layer.values[rows]) for layer in prefill.layers]], len(rows),
+                             args.max_new_tokens)
+    mask, positions = mask[rows], positions[rows, -1:]
     stop_ids = torch.tensor(stops, device=device)
-    cache, step_ids = DynamicCache(), ids
-    out = torch.full((len(ids), args.max_new_tokens), pad_id, dtype=torch.long, device=device)  # B, N
-    done = torch.zeros(len(ids), dtype=torch.bool, device=device)
-    lengths = torch.full((len(ids),), args.max_new_tokens, dtype=torch.long, device=device)
+    out = torch.full((len(rows), args.max_new_tokens), pad_id, dtype=torch.long, device=device)  # B, N
+    lengths, stopped = [args.max_new_tokens] * len(rows), [False] * len(rows)
+    live, generators = list(range(len(rows))), list(generators)  # the answer in each row of the batch, its generator
     for t in range(args.max_new_tokens):
-        logits = model(input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1).logits[:, -1]  # B, V
         token = draw(nucleus(logits, args.temperature, args.top_p), generators)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        out[:, t] = token
-        stopped = ~done & torch.isin(token, stop_ids)
-        lengths = torch.where(stopped, torch.full_like(lengths, t + 1), lengths)
-        done |= stopped
-        if bool(done.all()):
+        out[torch.tensor(live, device=device), t] = token
+        leaving = torch.isin(token, stop_ids).nonzero().flatten().tolist()
+        for row in leaving:
+            lengths[live[row]], stopped[live[row]] = t + 1, True
+        if len(leaving) == len(live) or t == args.max_new_tokens - 1:
             break
-        step_ids = token.unsqueeze(1)
-        mask = torch.cat([mask, (~done).long().unsqueeze(1)], dim=1)
-        positions = positions[:, -1:] + 1
-    rows, lengths, done = out.tolist(), lengths.tolist(), done.tolist()
-    return [Completion(row[:n], stopped) for row, n, stopped in zip(rows, lengths, done)]
+        if leaving:
+            order = cache.remove(leaving)
+            live, generators = [live[i] for i in order], [generators[i] for i in order]
+            keep = torch.tensor(order, device=device)
+            token, mask, positions = token[keep], mask[keep], positions[keep]
+            first = int(mask.any(0).nonzero()[0])  # columns before this pad every row still running
+            cache.drop_columns(first)
+            mask = mask[:, first:]
+        mask = torch.cat([mask, torch.ones_like(positions)], dim=1)
+        positions = positions + 1
+        logits = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True, logits_to_keep=1).logits[:, -1]  # live rows, V
+    return [Completion(row[:n], done) for row, n, done in zip(out.tolist(), lengths, stopped)]

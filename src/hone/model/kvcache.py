@@ -1,11 +1,11 @@
-"""The batch's KV cache in `hone.serve.engine`: preallocated buffers that a decoding step, a
-leaving row and a joining group change in place.
+"""A batch's KV cache as preallocated buffers that a decoding step, a leaving row and a joining
+group change in place: `hone serve`'s scheduler and online RL's sampler (`hone.train.rollout`).
 
 transformers' `DynamicCache` concatenates every layer's keys and values with the new token at
 each step, and building one from tensors copies them once more; dropping a finished row or
 adding a joining group copied the whole cache again. On the embedded model at 27 rows that was
-over a third of the serving time (py-spy). Ours, because the batch's cache lives as long as the
-server and only the scheduler changes it: each layer holds `rows, heads, columns, dim` buffers
+over a third of the serving time (py-spy). Ours, because a batch's cache lives for many steps
+and only its owner changes it: each layer holds `rows, heads, columns, dim` buffers
 with spare rows and columns and gives attention views `[:rows, :, start:length]`:
 
 - a step writes one column at `length`;
@@ -30,15 +30,16 @@ SPARE_COLUMNS = 64  # columns allocated beyond what a new layout needs
 class RowsLayer(DynamicLayer):
     """One layer's keys and values: `keys = key_buffer[:rows, :, start:length]`."""
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], width: int, capacity: int):
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], width: int, capacity: int,
+                 spare: int = SPARE_COLUMNS):
         """Stack the row groups `keys[i]`/`values[i]` (each `rows_i, heads, length_i, dim`),
-        right-aligned in `width` columns, in buffers of `capacity` rows."""
+        right-aligned in `width` columns, in buffers of `capacity` rows and `spare` more columns."""
         super().__init__()
         self.device, self.dtype, self.is_initialized = keys[0].device, keys[0].dtype, True
         self.rows = sum(k.shape[0] for k in keys)
         capacity = max(capacity, self.rows)
-        self.key_buffer = _buffer(keys, width, capacity)
-        self.value_buffer = _buffer(values, width, capacity)
+        self.key_buffer = _buffer(keys, width, capacity, spare)
+        self.value_buffer = _buffer(values, width, capacity, spare)
         self.start, self.length = 0, width
         self._views()
 
@@ -86,10 +87,12 @@ class BatchCache(Cache):
         super().__init__(layers=layers)
 
     @classmethod
-    def stack(cls, groups: list[list[tuple[torch.Tensor, torch.Tensor]]], capacity: int) -> "BatchCache":
-        """Row groups (each a list of per-layer (keys, values)) one under another, left-padded to the longest."""
+    def stack(cls, groups: list[list[tuple[torch.Tensor, torch.Tensor]]], capacity: int,
+              spare: int = SPARE_COLUMNS) -> "BatchCache":
+        """Row groups (each a list of per-layer (keys, values)) one under another, left-padded to
+        the longest, with room for `capacity` rows and `spare` more columns."""
         width = max(group[0][0].shape[2] for group in groups)
-        return cls([RowsLayer([k for k, _ in layer], [v for _, v in layer], width, capacity) for layer in zip(*groups)])
+        return cls([RowsLayer([k for k, _ in layer], [v for _, v in layer], width, capacity, spare) for layer in zip(*groups)])
 
     @property
     def rows(self) -> int:
