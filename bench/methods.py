@@ -6,8 +6,9 @@
 
 For each method: trainable parameters, peak memory (the training process's resident set),
 training tokens per second (labelled tokens, as `hone train` counts them), held-out field
-exact match with its 95% bootstrap interval, and the forgetting delta (general-text
-perplexity, tuned against base). Replay is off so the forgetting column is the method's own.
+exact match with its 95% bootstrap interval, the held-out reference answers' perplexity, chrF
+of the generated answers with the 95% interval of its change from the base, and the
+forgetting delta (general-text perplexity, tuned against base). Replay is off so the forgetting column is the method's own.
 For each method PEFT also runs (its `wrap` returns a PeftModel), a plain transformers + PEFT
 loop (padded batches, AdamW, the same model, data, PEFT config, batch size and dtype) trains
 the same number of steps in its own process, and its tokens/s stands beside hone's.
@@ -70,7 +71,15 @@ def train_hone(label: str, overrides: list[str], out: Path, steps: int | None, l
             "peak_rss_mb": summary["peak_rss_mb"], "tokens_per_s": summary["trained_tokens"] / summary["train_seconds"],
             "steps": summary["steps"], "field_exact_match": report["tuned"].get("field_exact_match"),
             "field_ci": field.get("tuned_ci"), "base_field_exact_match": report["baseline"].get("field_exact_match"),
-            "forgetting": forgetting.get("relative_change"), "seconds": time.perf_counter() - started}
+            "forgetting": forgetting.get("relative_change"), "seconds": time.perf_counter() - started,
+            "perplexity": report["tuned"].get("perplexity"), "base_perplexity": report["baseline"].get("perplexity"),
+            "chrf": report["tuned"].get("chrf"), "chrf_delta_ci": _ci(report["deltas"].get("chrf", {})),
+            "base_chrf": report["baseline"].get("chrf")}
+
+
+def _ci(delta: dict) -> list[float] | None:
+    """The 95% interval of tuned - base, as `hone compare` reports it."""
+    return [delta["ci_low"], delta["ci_high"]] if "ci_low" in delta else None
 
 
 def peft_config_of(overrides: list[str]):
@@ -134,10 +143,11 @@ def peft_child(overrides: list[str], steps: int) -> None:
 
 def table(rows: list[dict]) -> str:
     lines = ["| method | trainable params | peak memory (MiB) | hone tok/s | PEFT loop tok/s | hone / PEFT | "
-             "field exact match [95% CI] | forgetting (general ppl) |", "|---|---|---|---|---|---|---|---|"]
+             "field exact match [95% CI] | held-out answer perplexity | chrF (tuned - base [95% CI]) | forgetting (general ppl) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['method']} | failed: {r['error']} | | | | | | | | |")
             continue
         peft = r.get("peft", {})
         peft_speed = f"{peft['tokens_per_s']:.0f}" if "tokens_per_s" in peft else ("n/a (no PEFT format)" if not peft else "failed")
@@ -145,14 +155,21 @@ def table(rows: list[dict]) -> str:
         ci = f" [{r['field_ci'][0]:.3f}, {r['field_ci'][1]:.3f}]" if r.get("field_ci") else ""
         fem = f"{r['field_exact_match']:.3f}{ci}" if r.get("field_exact_match") is not None else "n/a"
         forget = f"{r['forgetting']:+.1%}" if r.get("forgetting") is not None else "n/a"
+        ppl = f"{r['perplexity']:.2f}" if r.get("perplexity") is not None else "n/a"
+        chrf = "n/a"
+        if r.get("chrf") is not None:
+            ci = r.get("chrf_delta_ci")
+            chrf = f"{r['chrf']:.3f} ({r['chrf'] - r['base_chrf']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}])" if ci else ")")
         lines.append(f"| {r['method']} | {r['trainable']:,} | {r['peak_rss_mb']:.0f} | {r['tokens_per_s']:.0f} | "
-                     f"{peft_speed} | {ratio} | {fem} | {forget} |")
+                     f"{peft_speed} | {ratio} | {fem} | {ppl} | {chrf} | {forget} |")
     return "\n".join(lines)
 
 
 def write_docs(rows: list[dict], machine: str, quick: bool, seconds: float, note: str) -> None:
     command = "python bench/methods.py" + (" --quick" if quick else "")
     base = next((r["base_field_exact_match"] for r in rows if r.get("base_field_exact_match") is not None), None)
+    base_ppl = next((r["base_perplexity"] for r in rows if r.get("base_perplexity") is not None), None)
+    base_chrf = next((r["base_chrf"] for r in rows if r.get("base_chrf") is not None), None)
     doc = f"""# Which method? Measured on the demo task
 
 Produced by one command, `{command}`, in one run on one machine ({seconds / 60:.0f} min):
@@ -162,7 +179,10 @@ Produced by one command, `{command}`, in one run on one machine ({seconds / 60:.
 Each method trains the quickstart recipe (LoRA rank 16 where the method has a rank, batch 16,
 learning rate 3e-3 times the method's own ratio) on the demo task (600 support tickets ->
 JSON) {"for 30 steps and is scored on 24 held-out tickets (`--quick`: a smoke run, not a ranking)" if quick else "for 6 epochs and is scored on the 120 held-out tickets"}, with replay
-off so that the forgetting column is the method's own. Base model's field exact match: {base if base is not None else 'n/a'}.
+off so that the forgetting column is the method's own. Base model's field exact match: {base if base is not None else 'n/a'};
+its held-out answer perplexity {_fmt(base_ppl, '.1f')} and chrF {_fmt(base_chrf, '.3f')}. Field exact match needs every
+character of a field right; perplexity (of the reference answers) and chrF (character n-grams of
+the generated answer) show a method that moves the model towards the task before it gets fields exact.
 Peak memory is the training process's resident set (the model, the data, Python); tokens/s
 counts labelled tokens per second of training. The PEFT loop is plain transformers + PEFT
 (padded batches, AdamW, same model, data, PEFT config, batch size and dtype) in its own
@@ -177,6 +197,10 @@ Numbers for the advisor: `src/hone/assets/methods.json` (written by the same com
     data = {"command": command, "machine": machine, "quick": quick, "note": note.strip(), "rows": rows}
     for path in (ROOT / "docs" / "methods.json", ROOT / "src" / "hone" / "assets" / "methods.json"):
         path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def main() -> None:
