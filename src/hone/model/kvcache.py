@@ -105,9 +105,11 @@ class BatchCache(Cache):
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(layer.keys, layer.values) for layer in self.layers]
 
-    def remove(self, leaving: list[int]) -> list[int]:
-        """Drop rows `leaving`, each overwritten by the current last row; the old row index now
-        at each position (apply the same order to everything indexed by row)."""
+    def remove(self, leaving: list[int], mask: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """Drop rows `leaving`, each overwritten by the current last row, then the columns that pad
+        every row left. `mask` is the batch's `rows, width` attention mask (1 on real tokens).
+        Returns the old row index now at each position (apply it to everything else indexed by
+        row) and the mask reordered and cut the same way."""
         order = list(range(self.rows))
         for row in sorted(leaving, reverse=True):  # every leaving row after `row` is gone: the last row stays
             last = len(order) - 1
@@ -118,15 +120,12 @@ class BatchCache(Cache):
             order.pop()
             for layer in self.layers:
                 layer.rows -= 1
+        mask = mask[torch.tensor(order, device=mask.device)]
+        first = int(mask.any(0).nonzero()[0])  # columns before this pad every row left: out of the views
         for layer in self.layers:
+            layer.start += first
             layer._views()
-        return order
-
-    def drop_columns(self, count: int) -> None:
-        """The first `count` columns pad every row: out of the views."""
-        for layer in self.layers:
-            layer.start += count
-            layer._views()
+        return order, mask[:, first:]
 
     def append(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
         """Write a joining group (per-layer (keys, values), `rows, heads, width, dim`) into the spare

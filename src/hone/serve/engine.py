@@ -2,9 +2,11 @@
 shared KV cache; new requests join between steps, finished or abandoned ones leave.
 
 The batch cache (`hone.model.kvcache`) holds per layer keys and values `B, H, T, D`, left-padded:
-row b's real tokens are the last ones its `mask[b]` marks; a step writes its column in place. A joining group is prefilled on its own
-(left-padded among itself) and concatenated in; a leaving row is dropped with its cache row,
-and columns that only padding fills any more are cut away. Each step feeds every row's last
+row b's real tokens are the last ones its `mask[b]` marks; a step writes its column in place. A
+joining group is prefilled on its own (left-padded among itself, after the keys and values of a
+known prompt start from `hone.serve.prefixes`) and written into the cache's spare rows; a
+leaving row is overwritten by the last row, and columns that only padding fills any more leave
+the views. Each step feeds every row's last
 sampled token at its own position (`mask.sum(1)`), each row through its own adapter
 (`hone.serve.rows`), so requests for different adapters share the step.
 """
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from hone.serve.decode import Detokenizer, sample
+
 from hone.model.kvcache import BatchCache
+from hone.serve.decode import Detokenizer, sample
 from hone.serve.models import Served
 from hone.serve.prefixes import PrefixStore
 from hone.serve.schema import JsonConstraint
@@ -258,12 +261,8 @@ class Scheduler:
         if len(leaving) == len(self.active):
             self.active, self.cache, self.mask = [], None, None
             return
-        order = self.cache.remove(leaving)  # the last rows move into the leavers' places
+        order, self.mask = self.cache.remove(leaving, self.mask)  # the last rows move into the leavers' places
         self.active = [self.active[i] for i in order]
-        mask = self.mask[torch.tensor(order, device=self.mask.device)]
-        first = int(mask.any(0).nonzero()[0])  # columns before this are padding in every row left
-        self.mask = mask[:, first:]
-        self.cache.drop_columns(first)
 
     def _join(self, cache, mask: torch.Tensor, joining: list[Sequence]) -> None:
         if self.cache is None or not self.cache.append(cache):  # appended in place where the buffers have room

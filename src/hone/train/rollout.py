@@ -157,13 +157,10 @@ def decode(model, ids, mask, rows, generators, args: SamplingArgs, stops: list[i
         if len(leaving) == len(live) or t == args.max_new_tokens - 1:
             break
         if leaving:
-            order = cache.remove(leaving)
+            order, mask = cache.remove(leaving, mask)
             live, generators = [live[i] for i in order], [generators[i] for i in order]
             keep = torch.tensor(order, device=device)
-            token, mask, positions = token[keep], mask[keep], positions[keep]
-            first = int(mask.any(0).nonzero()[0])  # columns before this pad every row still running
-            cache.drop_columns(first)
-            mask = mask[:, first:]
+            token, positions = token[keep], positions[keep]
         mask = torch.cat([mask, torch.ones_like(positions)], dim=1)
         positions = positions + 1
         logits = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions, past_key_values=cache,
