@@ -127,6 +127,34 @@ def test_dora_over_a_4bit_base_trains_through_hones_loss(tiny_llama):
     assert magnitudes and all(p.grad is not None and p.grad.any() for p in magnitudes)
 
 
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "ia3"])
+def test_generation_continues_as_the_trained_forward_pass_does(method):
+    """`model.generate` (what evaluation, chat and the RL sampler call) gives, on left-padded rows
+    of different lengths, the greedy tokens of hone's own forward pass over each prompt alone:
+    PEFT's generate of virtual tokens drifts from it after the first token (transformers 5.25)."""
+    from hone.model.generate import GenerationArgs, generate_batch
+    from hone.model.load import load_tokenizer
+
+    args = ModelArgs(path="embedded", dtype=FP32, device="cpu")
+    torch.manual_seed(0)
+    model = methods.get(method).wrap(load_model(args), AdapterArgs(method=method, num_virtual_tokens=8)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    tokenizer = load_tokenizer(args)
+    prompts = [tokenizer(text)["input_ids"] for text in ("The printer on floor three", "Hello, my order", "Refund")]
+    new = 12
+    answers = generate_batch(model, prompts, GenerationArgs(max_new_tokens=new), [], tokenizer.pad_token_id, CPU)
+    decoder, head, _ = split_model(model)
+    for prompt, answer in zip(prompts, answers):
+        ids = list(prompt)
+        with torch.no_grad():
+            for _ in range(new):
+                ids.append(int(head(decoder(input_ids=torch.tensor([ids]), use_cache=False).last_hidden_state)[0, -1].argmax()))
+        assert answer == ids[len(prompt):]
+
+
 def test_loraplus_trains_b_at_its_own_rate_and_init_is_refused_over_4bit(tiny_llama):
     model, _ = trained(tiny_llama, "lora", {"loraplus_lr_ratio": 16.0})
     optimizer, _ = build_optimizer(model, TrainArgs(learning_rate=1e-3, warmup_ratio=0.0), total_steps=10)
@@ -141,7 +169,7 @@ def test_loraplus_trains_b_at_its_own_rate_and_init_is_refused_over_4bit(tiny_ll
 
 
 def test_default_learning_rates_of_virtual_tokens_and_frozen_layers(tiny_llama):
-    for method, ratio in (("prompt_tuning", 10.0), ("freeze", 0.1), ("ia3", 1.0)):
+    for method, ratio in (("prompt_tuning", 10.0), ("freeze", 0.1), ("ia3", 10.0), ("bottleneck", 1.0)):
         model, _ = trained(tiny_llama, method, {"num_virtual_tokens": 2} if method == "prompt_tuning" else {})
         optimizer, _ = build_optimizer(model, TrainArgs(learning_rate=1e-3, warmup_ratio=0.0), total_steps=10)
         assert [g["initial_lr"] for g in optimizer.param_groups] == [pytest.approx(1e-3 * ratio)]

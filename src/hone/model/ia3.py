@@ -27,8 +27,14 @@ def add_ia3(model, args):
     except ValueError as exc:
         raise HoneError(f"adapter.method=ia3: {str(exc).splitlines()[0]}",
                         f"IA3 adapts linear layers named {', '.join(ATTENTION + FEEDFORWARD)}; use lora for this model") from None
-    set_rates(model, args)
+    set_rates(model, args, DEFAULT_LR_RATIO)
     return model
+
+
+DEFAULT_LR_RATIO = 10.0
+"""IA3 trains at 10x the run's learning rate unless `adapter.lr_ratio` says otherwise: its
+scales start at 1 and a few thousand of them must move far (on the demo task, 6 epochs at
+1x left field exact match at 0; at 10x held-out answer perplexity fell from 1662 to 4.9)."""
 
 
 def ia3_size(arch, settings) -> Sizing:

@@ -5,17 +5,28 @@ keys and values in every attention layer (prefix). Saved in PEFT's format.
 PEFT puts them in front of the batch inside `PeftModel.forward`, but hone's loss calls the
 decoder directly (`hone.train.loss`), and its batches are often packed: one row of several
 examples, each of which must see the virtual tokens as if it were alone. So the decoder
-itself gets them, from a pair of hooks: before its forward, the batch (packed or right-
-padded) becomes padded rows, one per example, with PEFT's own `get_prompt` in front
-(prompt: N embeddings and N more positions; prefix: a cache of N keys and values per layer,
-real positions shifted by N); after it, the hidden states go back to the caller's layout
-and the virtual positions are dropped. Within the call the attention is plain SDPA with
-the padding mask, whatever the speed layer installed (its packed kernels see no masks).
+itself gets them, from a pair of hooks around its forward, and after it the hidden states
+go back to the caller's layout without the virtual positions. Prompt tuning on a packed row
+stays packed: PEFT's `get_prompt` embeddings are put in front of each example inside the
+row (N more positions each), so the speed layer's packed attention runs as for any batch.
+Otherwise (prefix tuning, or padded rows) the batch becomes padded rows, one per example,
+with the virtual tokens in front (prompt: N embeddings and N more positions; prefix: a cache
+of N keys and values per layer, real positions shifted by N), and within the call the
+attention is plain SDPA with the padding mask (the speed layer's packed kernels see no masks).
 PEFT's own paths (generation, `PeftModel.forward`) pass `inputs_embeds` or a non-empty
 cache, and the hooks leave those calls alone.
+
+Generation is hone's too (`generate_with_virtual_tokens`, installed as the model's `generate`):
+with transformers 5.25 and PEFT 0.21.2, `PeftModel.generate` of a prompt- or prefix-tuned model
+continues differently from the model's own forward pass after its first token (greedy answers
+turn to noise), so evaluation scored text the trained model would not write. hone lays the
+virtual tokens out itself, after each row's left padding (prompt) or as a prefilled cache
+before it (prefix), and calls the base model's `generate`.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +81,34 @@ def install_virtual_tokens(peft_model) -> None:
     call = _Call(peft_model)
     decoder.register_forward_pre_hook(call.before, with_kwargs=True)
     decoder.register_forward_hook(call.after, with_kwargs=True)
+    peft_model.generate = partial(generate_with_virtual_tokens, peft_model)
+
+
+def generate_with_virtual_tokens(peft_model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                                 **kwargs) -> torch.Tensor:
+    """`generate` with the virtual tokens where training put them: the prompt ids followed by the
+    new ones, as transformers returns them. Rows are left-padded (`attention_mask` 0 before the
+    prompt); positions follow the mask, so each row's first real token sits at position N."""
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    batch, length = input_ids.shape
+    pads = length - mask.sum(dim=1)
+    if bool((mask != (torch.arange(length, device=mask.device) >= pads[:, None]).to(mask.dtype)).any()):
+        raise HoneError("generation with prompt or prefix tuning needs left-padded rows", "pad prompts on the left")
+    config, base = peft_model.active_peft_config, peft_model.get_base_model()
+    n = config.num_virtual_tokens
+    ones = mask.new_ones(batch, n)
+    if config.peft_type == "PREFIX_TUNING":
+        # the prefix is the start of the cache; transformers skips the ids the cache already holds
+        ids = torch.cat([input_ids.new_zeros(batch, n), input_ids], dim=1)
+        out = base.generate(input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
+                            past_key_values=peft_model.get_prompt(batch), **kwargs)
+        return out[:, n:]
+    embeds = base.get_input_embeddings()(input_ids)
+    virtual = peft_model.get_prompt(batch).to(embeds.dtype)
+    rows = [torch.cat([embeds[b, :p], virtual[b], embeds[b, p:]]) for b, p in enumerate(pads.tolist())]
+    rows_mask = [torch.cat([mask[b, :p], ones[b], mask[b, p:]]) for b, p in enumerate(pads.tolist())]
+    new = base.generate(inputs_embeds=torch.stack(rows), attention_mask=torch.stack(rows_mask), **kwargs)
+    return torch.cat([input_ids, new], dim=1)  # with only embeddings in, transformers returns the new ids alone
 
 
 class _Call:
@@ -79,7 +118,7 @@ class _Call:
         self.model = peft_model
         self.active = False
         self.rows = self.index = None  # padded rows -> the caller's flat positions
-        self.packed = False
+        self.packed = self.inline = False
         self.attention: list = []
 
     @property
@@ -92,6 +131,9 @@ class _Call:
         if ids is None or kwargs.get("inputs_embeds") is not None or (cache is not None and cache.get_seq_length() > 0):
             return None  # PEFT's own forward or a later generation step: the virtual tokens are there already
         self.active, self.packed = True, "cu_seq_lens_q" in kwargs
+        self.inline = self.packed and self.config.peft_type != "PREFIX_TUNING"
+        if self.inline:
+            return (), self._inline(decoder, ids, kwargs)
         rows, mask = self._rows(ids, kwargs)
         n, (batch, length) = self.config.num_virtual_tokens, rows.shape
         new = {k: v for k, v in kwargs.items()
@@ -107,6 +149,26 @@ class _Call:
         new["attention_mask"] = torch.cat([mask.new_ones(batch, n), mask], dim=1)
         self._plain_attention(decoder)
         return (), new
+
+    def _inline(self, decoder, ids: torch.Tensor, kwargs: dict) -> dict:
+        """Prompt tuning on a packed row: the N virtual embeddings go in front of each example
+        inside the row, which stays packed (the speed layer's packed attention, no padding)."""
+        n, bounds = self.config.num_virtual_tokens, kwargs["cu_seq_lens_q"]
+        embeds = decoder.get_input_embeddings()(ids)[0]  # T, C
+        virtual = self.model.get_prompt(1)[0].to(embeds.dtype)  # N, C
+        starts, ends = bounds[:-1].tolist(), bounds[1:].tolist()
+        pieces = [part for start, end in zip(starts, ends) for part in (virtual, embeds[start:end])]
+        # example k's tokens move N * (k + 1) places to the right
+        self.index = torch.cat([torch.arange(start, end, device=ids.device) + n * (k + 1)
+                                for k, (start, end) in enumerate(zip(starts, ends))])
+        lengths = bounds.diff() + n
+        new = {k: v for k, v in kwargs.items() if k not in PACKING_KEYS + ("input_ids", "position_ids", "attention_mask")}
+        new.update(inputs_embeds=torch.cat(pieces).unsqueeze(0),
+                   position_ids=torch.cat([torch.arange(int(m), device=ids.device) for m in lengths]).unsqueeze(0),
+                   cu_seq_lens_q=F.pad(lengths.cumsum(0), (1, 0)).to(bounds.dtype),
+                   max_length_q=int(lengths.max()))
+        new.update(cu_seq_lens_k=new["cu_seq_lens_q"], max_length_k=new["max_length_q"])
+        return new
 
     def _rows(self, ids: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(padded rows B' x L, their mask): a packed row is cut into one row per example."""
@@ -135,10 +197,13 @@ class _Call:
         self.active = False
         for config, name in self.attention:
             config._attn_implementation = name
+        self.attention = []
         hidden = output.last_hidden_state  # B', (N +) L, C
-        if self.config.peft_type != "PREFIX_TUNING":
+        if self.inline:
+            hidden = hidden[0].index_select(0, self.index).unsqueeze(0)  # 1, T, C
+        elif self.config.peft_type != "PREFIX_TUNING":
             hidden = hidden[:, self.config.num_virtual_tokens:]
-        if self.packed:
+        if self.packed and not self.inline:
             hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index).unsqueeze(0)  # 1, T, C
         output.last_hidden_state = hidden
         for name in ("cache", "past_key_values"):
