@@ -31,6 +31,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from hone.data.collate import PACK_MULTIPLE, row_length
 from hone.errors import HoneError
 from hone.model.offline import import_adapter_libraries
 from hone.model.sizing import Sizing, set_rates
@@ -162,6 +163,12 @@ class _Call:
         self.index = torch.cat([torch.arange(start, end, device=ids.device) + n * (k + 1)
                                 for k, (start, end) in enumerate(zip(starts, ends))])
         lengths = bounds.diff() + n
+        # a filler segment rounds the row to a packed row's length, as `pack_batch` does: a few
+        # shapes for the matmul library's per-shape kernels, not one per batch
+        filler = row_length(int(lengths.sum()), PACK_MULTIPLE) - int(lengths.sum())
+        if filler:
+            pieces.append(embeds.new_zeros(filler, embeds.shape[-1]))
+            lengths = torch.cat([lengths, lengths.new_tensor([filler])])
         new = {k: v for k, v in kwargs.items() if k not in PACKING_KEYS + ("input_ids", "position_ids", "attention_mask")}
         new.update(inputs_embeds=torch.cat(pieces).unsqueeze(0),
                    position_ids=torch.cat([torch.arange(int(m), device=ids.device) for m in lengths]).unsqueeze(0),
