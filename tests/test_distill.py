@@ -322,3 +322,51 @@ def test_sequence_mode_trains_on_the_teachers_answers_checked_by_the_doctor(tmp_
     answer = [t for t, label in zip(items[0].input_ids, items[0].labels) if label != IGNORE]
     assert tokenizer.decode(answer).startswith("yes thanks")
     assert len(teacher_outputs.teacher_answers(config, setup, tokenizer)) == len(items) and calls == [calls[0]]  # reused
+
+
+def test_a_transfer_set_of_prompts_is_answered_by_the_teacher_and_joins_the_training_rows(
+        tmp_path, tmp_path_factory, teacher, chat_file, monkeypatch):
+    """`distill.transfer`: prompt-only rows (both forms) and SFT rows whose answer is replaced;
+    a prompt the eval set holds is left out; the answers are cached; a bad row is named."""
+    from hone.config import ModelArgs, load_config
+    from hone.model.generate import Generation
+    from hone.model.load import load_tokenizer
+
+    student_path, _ = models(tmp_path_factory, vocab_size=320, seed=4)
+    asked = []
+
+    def answers(model, tokenizer, prompts, generation):
+        asked.append([tokenizer.decode(p) for p in prompts])
+        return [Generation(f"teacher says {i}", 3, True) for i in range(len(prompts))]
+
+    teacher_tokenizer = load_tokenizer(ModelArgs(path=str(teacher[0])))
+    monkeypatch.setattr(teacher_outputs, "load_whole", lambda path, dtype: (teacher[1], teacher_tokenizer, torch.float32))
+    monkeypatch.setattr(teacher_outputs, "generate_answers", answers)
+    held_out = json.loads(chat_file.read_text().splitlines()[0])
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text(json.dumps(held_out) + "\n")
+    system = {"role": "system", "content": "repeat the first word"}
+    rows = [{"messages": [system, {"role": "user", "content": "owl hat tree"}]},  # ends in a user turn
+            {"prompt": "fox box"},  # prompt only
+            {"messages": [system, {"role": "user", "content": "cat sun"}, {"role": "assistant", "content": "gold"}]},
+            held_out]  # the eval set's prompt: left out
+    transfer = tmp_path / "transfer.jsonl"
+    transfer.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(None, [f"model.path={student_path}", f"data.train={chat_file}", f"data.eval={eval_file}",
+                                "train.objective=distill", f"distill.teacher_path={teacher[0]}", f"distill.transfer={transfer}"])
+    setup = type("S", (), {"run_dir": tmp_path / "run"})()
+    setup.run_dir.mkdir()
+    tokenizer = load_tokenizer(config.model)
+    items = teacher_outputs.transfer_answers(config, setup, tokenizer)
+    assert len(items) == 3 and len(asked) == 1 and len(asked[0]) == 3
+    assert "owl hat tree" in asked[0][0] and "fox box" in asked[0][1] and "cat sun" in asked[0][2]
+    assert not any(held_out["messages"][1]["content"] in prompt for prompt in asked[0])
+    learnt = [tokenizer.decode([t for t, label in zip(item.input_ids, item.labels) if label != IGNORE]) for item in items]
+    assert all(text.startswith(f"teacher says {i}") for i, text in enumerate(learnt))  # never "gold"
+    written = [json.loads(line) for line in (setup.run_dir / teacher_outputs.TRANSFER_FILE).read_text().splitlines()]
+    assert written[1] == {"prompt": "fox box", "completion": "teacher says 1"}
+    assert len(teacher_outputs.transfer_answers(config, setup, tokenizer)) == 3 and len(asked) == 1  # reused
+
+    transfer.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"messages": "owl"}) + "\n")
+    with pytest.raises(HoneError, match=f"{transfer}:2"):
+        teacher_outputs.transfer_answers(config, setup, tokenizer)

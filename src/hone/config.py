@@ -313,6 +313,12 @@ class DistillArgs:
     """sequence mode and on-policy samples: longest generated answer."""
     generation_batch_size: int = bounded(16, AT_LEAST_ONE)
     """Prompts answered together (left-padded, KV cache)."""
+    transfer: str | None = None
+    """A JSONL file of more prompts than `data.train` has answers for (a transfer set): SFT rows
+    (their answers are not used) or prompt-only rows (`{"prompt": ...}`, or `messages` ending in
+    a user turn). The teacher answers them once, the data doctor checks the answers, and they
+    join the training data; the labelled rows keep their own answers (logits mode: the
+    teacher's top-k on every row). Prompts also in the eval set are left out."""
 
     def __post_init__(self):
         check_ranges(self)

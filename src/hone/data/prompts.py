@@ -1,5 +1,6 @@
 """Prompts for online RL: each example's prompt as token ids, with its reference answer kept
-for rewards that compare with it (`field_match`). Pure functions, no I/O.
+for rewards that compare with it (`field_match`); and rows a model is to answer (a
+distillation transfer set), which may hold prompts only.
 
 The prompt is everything before the example's last assistant turn, followed by the chat
 template's assistant header, exactly as evaluation renders what a model answers from
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hone.data.dataset import LengthReport
-from hone.data.formats import Example
+from pathlib import Path
+
+from hone.data.dataset import LengthReport, Loaded, Problem
+from hone.data.formats import Example, FormatError, to_example
+from hone.data.io import BadLine, iter_records
 from hone.data.render import RenderError, reference_answer, render_prompt
 from hone.errors import HoneError
 
@@ -62,3 +66,27 @@ def tokenize_prompts(tokenizer, examples: list[Example], max_length: int, policy
             continue
         items.append(PromptItem(prompt, reference_answer(example), example, len(items)))
     return items, report
+
+
+UNANSWERED = "(to be answered)"
+"""The answer a prompt-only row is read with; whoever reads them replaces it."""
+
+
+def read_prompt_rows(path: str | Path) -> Loaded:
+    """Rows to be answered by a model: SFT rows, or prompt-only rows (`{"prompt": text}`, or
+    `messages` ending in a user turn), each read as an SFT row answering UNANSWERED."""
+    path, loaded = Path(path), Loaded([])
+    for line, record in iter_records(path):
+        if isinstance(record, BadLine):
+            loaded.problems.append(Problem(str(path), line, record.reason))
+            continue
+        if isinstance(record.get("prompt"), str) and "completion" not in record:
+            record = {**record, "completion": UNANSWERED}
+        elif isinstance(record.get("messages"), list) and record["messages"] and \
+                isinstance(record["messages"][-1], dict) and record["messages"][-1].get("role") != "assistant":
+            record = {**record, "messages": [*record["messages"], {"role": "assistant", "content": UNANSWERED}]}
+        try:
+            loaded.examples.append(to_example(record, line=line, source=str(path)))
+        except FormatError as exc:
+            loaded.problems.append(Problem(str(path), line, str(exc)))
+    return loaded

@@ -16,6 +16,8 @@ Where the teacher's view comes from:
   micro-batch weighs what its teacher-forced answers would.
 - `mode: sequence`: the teacher answers the prompts once, before training, and the student
   learns those answers by cross-entropy (works across vocabularies).
+- `transfer`: prompts without answers, which the teacher answers once; they join the training
+  rows (in logits mode with the teacher's top-k on them like every row).
 
 Logit distillation compares distributions token by token, so teacher and student must share
 the vocabulary: checked first, before any weight is read.
@@ -42,7 +44,8 @@ from hone.train import objectives
 from hone.train.divergence import chunked_terms
 from hone.train.logprobs import decoder_hidden
 from hone.train.loss import CHUNK_ELEMENTS, ROWS_MULTIPLE, split_model
-from hone.train.teacher_outputs import answer_rows, pad_rows, settle_topk, teacher_answers, teacher_rows, topk_batch
+from hone.train.teacher_outputs import (answer_rows, pad_rows, settle_topk, teacher_answers, teacher_rows, topk_batch,
+                                        transfer_answers)
 
 
 def check_vocabularies(args: DistillArgs, student_path: str) -> None:
@@ -177,6 +180,11 @@ class Distill:
         if args.mode == "sequence":
             train[:] = teacher_answers(config, setup, load_tokenizer(config.model))  # the loop trains on these
             print(f"sequence-level distillation: {len(train)} teacher answers to learn")
+        if args.transfer:
+            extra = transfer_answers(config, setup, load_tokenizer(config.model))
+            print(f"transfer set: {len(extra)} teacher answers join {len(train)} training rows")
+            train.extend(extra)
+        if args.mode == "sequence":
             return dataclasses.replace(setup, objective=objectives.CAUSAL_LM)
         if args.top_k:
             settle_topk(args, setup, {"train": train, "eval": evals}, config.train.batch_size)

@@ -13,7 +13,8 @@ runs once, alone, before training.
 Sequence-level answers (`distill.mode: sequence`). The teacher answers every training prompt
 (greedy, batched with a KV cache), the answers are written as chat JSONL beside a fingerprint
 (`teacher_answers.jsonl`) and run through the data doctor; what it accepts replaces the
-training answers.
+training answers. A transfer set (`distill.transfer`) is answered the same way
+(`transfer_answers.jsonl`) and added to the training rows.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from hone.config import DistillArgs, RunConfig
 from hone.data.check import CheckArgs, check_files
 from hone.data.check.fix import write_fixed
 from hone.data.collate import PACK_MULTIPLE, pack_batch
-from hone.data.dataset import read_examples, tokenize_examples
+from hone.data.dataset import read_examples, require_clean, tokenize_examples
 from hone.data.prepare import prepare_run_data
+from hone.data.prompts import read_prompt_rows
 from hone.data.render import IGNORE, render_prompt
 from hone.engine import engine
 from hone.errors import HoneError
@@ -47,6 +49,7 @@ from hone.train.loss import CHUNK_ELEMENTS, ROWS_MULTIPLE, split_model
 
 CACHE_DIR = "teacher_topk"
 ANSWERS_FILE = "teacher_answers.jsonl"
+TRANSFER_FILE = "transfer_answers.jsonl"
 SHARD_ITEMS = 256  # items per shard: what a crash during the teacher pass can lose
 
 
@@ -157,12 +160,14 @@ def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 # --- sequence-level distillation ---
 
-def teacher_answers(config: RunConfig, setup, student_tokenizer) -> list:
-    """Training items whose answers are the teacher's: generated once (kept in the run folder),
-    checked by the data doctor, tokenized with the student's tokenizer."""
+def teacher_answers(config: RunConfig, setup, student_tokenizer, examples=None, name: str = ANSWERS_FILE) -> list:
+    """Training items whose answers are the teacher's: generated once (kept in the run folder as
+    `name`), checked by the data doctor, tokenized with the student's tokenizer. `examples`: the
+    rows to answer (default: the run's training rows)."""
     args, run_dir = config.distill, Path(setup.run_dir)
-    examples = prepare_run_data(config.data, config.train.seed, student_tokenizer).train_examples
-    path, stamp = run_dir / ANSWERS_FILE, run_dir / (ANSWERS_FILE + ".fingerprint")
+    if examples is None:
+        examples = prepare_run_data(config.data, config.train.seed, student_tokenizer).train_examples
+    path, stamp = run_dir / name, run_dir / (name + ".fingerprint")
     fingerprint = hashlib.sha256(json.dumps([str(args.teacher_path), args.teacher_dtype, args.max_new_tokens,
                                              [dataclasses.asdict(e) for e in examples]], default=str).encode()).hexdigest()
     if not (path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint):
@@ -175,8 +180,25 @@ def teacher_answers(config: RunConfig, setup, student_tokenizer) -> list:
         temporary.write_text("".join(json.dumps(answered(e, a.text), ensure_ascii=False) + "\n" for e, a in zip(examples, answers)))
         os.replace(temporary, path)
         stamp.write_text(fingerprint)
-        print(f"teacher answered {len(examples)} training prompts -> {path}")
+        print(f"teacher answered {len(examples)} prompts -> {path}")
     return doctor_checked(path, config, student_tokenizer)
+
+
+def transfer_answers(config: RunConfig, setup, student_tokenizer) -> list:
+    """The teacher's answers to `distill.transfer`'s prompts (TRANSFER_FILE in the run folder),
+    leaving out prompts the eval set holds (their answers would leak into training)."""
+    source = config.distill.transfer
+    if not Path(source).is_file():
+        raise HoneError(f"distill.transfer={source}: no such file", "pass a JSONL file of prompts (or SFT rows)")
+    examples = require_clean(read_prompt_rows(source), source)
+    held_out = prepare_run_data(config.data, config.train.seed, student_tokenizer).eval_examples
+    seen = {tuple(render_prompt(student_tokenizer, e)) for e in held_out}
+    kept = [e for e in examples if tuple(render_prompt(student_tokenizer, e)) not in seen]
+    if len(kept) < len(examples):
+        print(f"distill.transfer: {len(examples) - len(kept)} prompt(s) also in the eval set left out")
+    if not kept:
+        raise HoneError(f"distill.transfer={source}: every prompt is also in the eval set", "use prompts the eval set does not hold")
+    return teacher_answers(config, setup, student_tokenizer, kept, TRANSFER_FILE)
 
 
 def answered(example, answer: str) -> dict:
@@ -192,12 +214,12 @@ def doctor_checked(path: Path, config: RunConfig, tokenizer) -> list:
     """The data doctor over the teacher's answers: rows with error findings are left out."""
     report = check_files(path, None, tokenizer, config.data.max_length, config.data.overlength, CheckArgs())
     if report.errors:
-        clean = path.with_name("teacher_answers.clean.jsonl")
+        clean = path.with_name(path.stem + ".clean.jsonl")
         kept, rejected = write_fixed(report, clean)
         print(f"data doctor: {rejected} teacher answer(s) rejected (see {clean.with_suffix('')}.rejected.jsonl), {kept} kept")
         path = clean
     items, _ = tokenize_examples(tokenizer, read_examples(path).examples, config.data.max_length, config.data.overlength)
     if not items:
-        raise HoneError(f"distill.mode=sequence: the data doctor left none of the teacher's answers to train on ({path})",
+        raise HoneError(f"distill: the data doctor left none of the teacher's answers to train on ({path})",
                         "check distill.teacher_path (does it answer these prompts?) or raise distill.max_new_tokens")
     return items
