@@ -111,3 +111,16 @@ def test_processed_tokens_follow_the_rows_training_packs():
     assert processed_tokens(items, packing=True) == 2304  # one row of 2100, rounded to a multiple of 256
     # split at 1536 tokens as `backward_pass` splits it: rows of 1400 and 700, each rounded up
     assert processed_tokens(items, packing=True, max_row_tokens=1536) == 1408 + 768
+
+
+def test_a_distillation_transfer_set_is_planned_as_more_rows(config_file, tmp_path, tiny_llama):
+    """The teacher answers `distill.transfer`'s prompts at the start and they train like the
+    labelled rows: the plan counts them (it had planned 21 steps of a 114-step run)."""
+    transfer = tmp_path / "prompts.jsonl"
+    transfer.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(30)))
+    distill = ["train.objective=distill", f"distill.teacher_path={tiny_llama}"]
+    alone = plan_run(load_config(config_file, distill), calibrate=False)
+    more = plan_run(load_config(config_file, distill + [f"distill.transfer={transfer}"]), calibrate=False)
+    assert more.data.examples == alone.data.examples + 30 == 88
+    assert more.steps == 2 * 22 and alone.steps == 2 * 15  # batches of 4
+    assert any("30 prompts" in note for note in more.notes) and not alone.notes

@@ -16,10 +16,12 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from hone.config import EMBEDDED, AdapterArgs, RunConfig, TrainArgs, load_config
 from hone.data.collate import epoch_batches
 from hone.data.dataset import read_examples, tokenize_examples
+from hone.data.prompts import read_prompt_rows
 from hone.data.render import Tokenized
 from hone.data.split import split_examples
 from hone.errors import HoneError
@@ -181,7 +183,7 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     device = pick_device(config.model)
     compute = pick_dtype(config.model, device)
     settings = hone_settings(config, device.type, compute.itemsize)
-    splits = splits if splits is not None else tokenized_splits(config)
+    splits, transfer_notes = with_transfer(config, splits if splits is not None else tokenized_splits(config))
     data = data_stats(config, arch, splits)
     steps = total_steps(data.examples, config)
     flops = run_flops(arch, settings, data, config)
@@ -201,7 +203,7 @@ def plan_run(config: RunConfig, calibrate: bool = True, gpus: tuple[Gpu, ...] = 
     targets = [gpu_target(g, gpu_peak, flops, settings.method) for g in gpus]
     hosted = [{"name": h.name, "usd": round(data.tokens * config.train.epochs / 1000 * h.usd_per_1k_tokens, 2),
                "usd_per_1k_tokens": h.usd_per_1k_tokens, "source": h.source} for h in hosted_prices]
-    notes = [] if data.source == "data" else ["no data.train given: sizes assume full batches of data.max_length tokens"]
+    notes = transfer_notes if data.source == "data" else ["no data.train given: sizes assume full batches of data.max_length tokens"]
     if device.type == "cpu" and str(compute) == "torch.bfloat16":
         notes.append("bf16 compute on this CPU (measured faster than fp32)")
     trainable, total = parameter_counts(arch, settings)
@@ -289,6 +291,19 @@ def tokenized_splits(config: RunConfig) -> tuple[list, list] | None:
     train, _ = tokenize_examples(tokenizer, examples, args.max_length, args.overlength)
     evals, _ = tokenize_examples(tokenizer, held_out, args.max_length, args.overlength)
     return train, evals
+
+
+def with_transfer(config: RunConfig, splits: tuple[list, list] | None) -> tuple[tuple[list, list] | None, list[str]]:
+    """(splits, notes) with `distill.transfer`'s prompts counted in: they join the training rows
+    once the teacher has answered them at the start of the run, so they are planned as that many
+    more rows shaped like the labelled ones (their answers do not exist yet)."""
+    source = config.distill.transfer if config.train.objective == "distill" else None
+    if not source or not splits or not splits[0] or not Path(source).is_file():
+        return splits, []
+    count, train = len(read_prompt_rows(source).examples), splits[0]
+    rows = train + [train[i % len(train)] for i in range(count)]
+    return (rows, splits[1]), [f"distill.transfer: {count} prompts planned as rows like the labelled ones; "
+                               "the teacher's answering them first is not timed"]
 
 
 def data_stats(config: RunConfig, arch: Arch, splits: tuple[list, list] | None = None) -> DataStats:
