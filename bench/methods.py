@@ -154,8 +154,7 @@ def table(rows: list[dict]) -> str:
         ratio = f"{r['tokens_per_s'] / peft['tokens_per_s']:.2f}x" if "tokens_per_s" in peft else ""
         ci = f" [{r['field_ci'][0]:.3f}, {r['field_ci'][1]:.3f}]" if r.get("field_ci") else ""
         fem = f"{r['field_exact_match']:.3f}{ci}" if r.get("field_exact_match") is not None else "n/a"
-        forget = f"{r['forgetting']:+.1%}" if r.get("forgetting") is not None else "n/a"
-        ppl = f"{r['perplexity']:.2f}" if r.get("perplexity") is not None else "n/a"
+        forget, ppl = _fmt(r.get("forgetting"), "+.1%"), _fmt(r.get("perplexity"), ".2f")
         chrf = "n/a"
         if r.get("chrf") is not None:
             ci = r.get("chrf_delta_ci")

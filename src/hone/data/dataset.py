@@ -6,6 +6,7 @@ Nothing is silent: every dropped or truncated example is counted in a `LengthRep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,8 +58,9 @@ class Loaded:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_examples(path: str | Path) -> Loaded:
-    """Read and normalise every record of `path`; unusable records become Problems, never crashes."""
+def read_examples(path: str | Path, complete: Callable[[dict], dict] | None = None) -> Loaded:
+    """Read and normalise every record of `path`; unusable records become Problems, never crashes.
+    `complete`, if given, may fill in each record before it is normalised."""
     path = Path(path)
     loaded = Loaded([])
     for line, record in iter_records(path):
@@ -66,7 +68,7 @@ def read_examples(path: str | Path) -> Loaded:
             loaded.problems.append(Problem(str(path), line, record.reason))
             continue
         try:
-            loaded.examples.append(to_example(record, line=line, source=str(path)))
+            loaded.examples.append(to_example(complete(record) if complete else record, line=line, source=str(path)))
         except FormatError as exc:
             loaded.problems.append(Problem(str(path), line, str(exc)))
     return loaded

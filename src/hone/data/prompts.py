@@ -10,12 +10,10 @@ template's assistant header, exactly as evaluation renders what a model answers 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from pathlib import Path
 
-from hone.data.dataset import LengthReport, Loaded, Problem
-from hone.data.formats import Example, FormatError, to_example
-from hone.data.io import BadLine, iter_records
+from hone.data.dataset import LengthReport, Loaded, read_examples
+from hone.data.formats import Example
 from hone.data.render import RenderError, reference_answer, render_prompt
 from hone.errors import HoneError
 
@@ -75,18 +73,14 @@ UNANSWERED = "(to be answered)"
 def read_prompt_rows(path: str | Path) -> Loaded:
     """Rows to be answered by a model: SFT rows, or prompt-only rows (`{"prompt": text}`, or
     `messages` ending in a user turn), each read as an SFT row answering UNANSWERED."""
-    path, loaded = Path(path), Loaded([])
-    for line, record in iter_records(path):
-        if isinstance(record, BadLine):
-            loaded.problems.append(Problem(str(path), line, record.reason))
-            continue
-        if isinstance(record.get("prompt"), str) and "completion" not in record:
-            record = {**record, "completion": UNANSWERED}
-        elif isinstance(record.get("messages"), list) and record["messages"] and \
-                isinstance(record["messages"][-1], dict) and record["messages"][-1].get("role") != "assistant":
-            record = {**record, "messages": [*record["messages"], {"role": "assistant", "content": UNANSWERED}]}
-        try:
-            loaded.examples.append(to_example(record, line=line, source=str(path)))
-        except FormatError as exc:
-            loaded.problems.append(Problem(str(path), line, str(exc)))
-    return loaded
+    return read_examples(path, complete=_unanswered)
+
+
+def _unanswered(record: dict) -> dict:
+    """A prompt-only record with the UNANSWERED answer; any other record as it is."""
+    if isinstance(record.get("prompt"), str) and "completion" not in record:
+        return {**record, "completion": UNANSWERED}
+    messages = record.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") != "assistant":
+        return {**record, "messages": [*messages, {"role": "assistant", "content": UNANSWERED}]}
+    return record

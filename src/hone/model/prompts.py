@@ -208,10 +208,11 @@ class _Call:
         hidden = output.last_hidden_state  # B', (N +) L, C
         if self.inline:
             hidden = hidden[0].index_select(0, self.index).unsqueeze(0)  # 1, T, C
-        elif self.config.peft_type != "PREFIX_TUNING":
-            hidden = hidden[:, self.config.num_virtual_tokens:]
-        if self.packed and not self.inline:
-            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index).unsqueeze(0)  # 1, T, C
+        else:
+            if self.config.peft_type != "PREFIX_TUNING":
+                hidden = hidden[:, self.config.num_virtual_tokens:]
+            if self.packed:
+                hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, self.index).unsqueeze(0)  # 1, T, C
         output.last_hidden_state = hidden
         for name in ("cache", "past_key_values"):
             if getattr(output, name, None) is not None:

@@ -177,15 +177,15 @@ class Distill:
         objective = dataclasses.replace(self, args=args, seed=config.train.seed, rng=random.Random(config.train.seed),
                                         pad_id=setup.pad_id,
                                         engines=contextlib.ExitStack())
+        tokenizer = load_tokenizer(config.model) if args.mode == "sequence" or args.transfer else None
+        extra = transfer_answers(config, setup, tokenizer) if args.transfer else []
+        if extra:
+            print(f"transfer set: {len(extra)} teacher answers join the training rows")
         if args.mode == "sequence":
-            train[:] = teacher_answers(config, setup, load_tokenizer(config.model))  # the loop trains on these
+            train[:] = teacher_answers(config, setup, tokenizer) + extra  # the loop trains on these
             print(f"sequence-level distillation: {len(train)} teacher answers to learn")
-        if args.transfer:
-            extra = transfer_answers(config, setup, load_tokenizer(config.model))
-            print(f"transfer set: {len(extra)} teacher answers join {len(train)} training rows")
-            train.extend(extra)
-        if args.mode == "sequence":
             return dataclasses.replace(setup, objective=objectives.CAUSAL_LM)
+        train.extend(extra)
         if args.top_k:
             settle_topk(args, setup, {"train": train, "eval": evals}, config.train.batch_size)
         else:
