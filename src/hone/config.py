@@ -140,8 +140,9 @@ class AdapterArgs:
     lr_ratio: float | None = bounded(None, POSITIVE)
     """The method's parameters train at train.learning_rate x this; unset: the method's own
     default (10 for prompt and prefix tuning, 0.1 for freeze, 1 otherwise)."""
-    num_virtual_tokens: int = bounded(20, AT_LEAST_ONE)
-    """prompt_tuning / prefix_tuning: trained vectors placed before every example."""
+    num_virtual_tokens: int | None = bounded(None, AT_LEAST_ONE)
+    """prompt_tuning / prefix_tuning: trained vectors placed before every example; unset: the
+    method's own default (100 for prompt tuning, 20 for prefix tuning)."""
     bottleneck_size: int = bounded(64, AT_LEAST_ONE)
     """bottleneck: width of the down-projection."""
     bottleneck_placement: Literal["pfeiffer", "houlsby"] = "pfeiffer"

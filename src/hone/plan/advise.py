@@ -260,7 +260,7 @@ def method_keys(a: Answers, method: str) -> list[str]:
     if method == "freeze":
         return ["  train_layers: 4  # the top 4 decoder layers train; lower ones stay as loaded"]
     if method == "prompt_tuning":
-        return ["  num_virtual_tokens: 20  # trains at 10x train.learning_rate (adapter.lr_ratio)"]
+        return ["  num_virtual_tokens: 100  # its default; trains at 10x train.learning_rate (adapter.lr_ratio)"]
     return []
 
 
