@@ -26,6 +26,7 @@ before it (prefix), and calls the base model's `generate`.
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 
 import torch
@@ -115,8 +116,8 @@ def generate_with_virtual_tokens(peft_model, input_ids: torch.Tensor, attention_
     if config.peft_type == "PREFIX_TUNING":
         # the prefix is the start of the cache; transformers skips the ids the cache already holds
         ids = torch.cat([input_ids.new_zeros(batch, n), input_ids], dim=1)
-        out = base.generate(input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1),
-                            past_key_values=peft_model.get_prompt(batch), **kwargs)
+        prefix = {_cache_name(base): peft_model.get_prompt(batch)}
+        out = base.generate(input_ids=ids, attention_mask=torch.cat([ones, mask], dim=1), **prefix, **kwargs)
         return out[:, n:]
     embeds = base.get_input_embeddings()(input_ids)
     virtual = peft_model.get_prompt(batch).to(embeds.dtype)
@@ -232,6 +233,12 @@ class _Call:
             if getattr(output, name, None) is not None:
                 setattr(output, name, None)  # it holds the virtual positions: no caller's cache
         return output
+
+
+def _cache_name(model) -> str:
+    """The keyword a model's forward takes its KV cache by: `cache` since transformers renamed it
+    (5.x; `past_key_values` still works there with a FutureWarning), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def refuse_merge(base, run_dir):
