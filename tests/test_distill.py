@@ -370,3 +370,25 @@ def test_a_transfer_set_of_prompts_is_answered_by_the_teacher_and_joins_the_trai
     transfer.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"messages": "owl"}) + "\n")
     with pytest.raises(HoneError, match=f"{transfer}:2"):
         teacher_outputs.transfer_answers(config, setup, tokenizer)
+
+
+def test_weight_zero_is_cross_entropy_alone_and_never_loads_the_teacher(tmp_path, tiny_llama, chat_file, monkeypatch):
+    """At distill.weight=0 the divergence has no weight: the run is the causal-LM objective, and
+    neither the top-k cache nor a live teacher is made (the teacher is not loaded)."""
+    from hone.config import load_config
+    from hone.train import objectives
+    from hone.train.loop import Setup
+
+    def no_teacher(*args):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(teacher_outputs, "load_whole", no_teacher)
+    monkeypatch.setattr(distill_module, "load_whole", no_teacher)
+    overrides = [f"model.path={tiny_llama}", f"data.train={chat_file}", "train.objective=distill",
+                 f"distill.teacher_path={tiny_llama}"]
+    setup = Setup(model=None, pad_id=3, device=torch.device("cpu"), compute_dtype=torch.float32, run_dir=tmp_path)
+    items = batch_of(0, 3)
+    started = Distill().start(setup, load_config(None, overrides + ["distill.weight=0"]), items, [], False)
+    assert started.objective is objectives.CAUSAL_LM and not (tmp_path / teacher_outputs.CACHE_DIR).exists()
+    with pytest.raises(AssertionError, match="the teacher was loaded"):  # any weight above 0 needs it
+        Distill().start(setup, load_config(None, overrides + ["distill.weight=0.1"]), items, [], False)

@@ -299,7 +299,9 @@ class DistillArgs:
     """Both distributions are softened by this before the divergence (the cross-entropy is not);
     above 1 shows the student more of the teacher's ranking of the wrong tokens."""
     weight: float = bounded(0.5, UNIT)
-    """loss = weight * divergence + (1 - weight) * cross-entropy on the labelled answer tokens."""
+    """loss = weight * divergence + (1 - weight) * cross-entropy on the labelled answer tokens; at 0
+    (and no on-policy share) the run is cross-entropy alone and the teacher's top-k is not computed
+    (with `transfer`: learning the teacher's answers)."""
     top_k: int = bounded(64, NON_NEGATIVE)
     """>0: the teacher's top-k log-probabilities (plus the rest of its mass as one bucket) are
     computed once before training and cached in the run folder (`teacher_topk/`); the teacher is

@@ -186,6 +186,9 @@ class Distill:
             print(f"sequence-level distillation: {len(train)} teacher answers to learn")
             return dataclasses.replace(setup, objective=objectives.CAUSAL_LM)
         train.extend(extra)
+        if not args.weight and not args.on_policy_ratio:  # no divergence term: the teacher's distributions go unused
+            print("distill.weight=0: cross-entropy alone on the training rows (the teacher's top-k is not computed)")
+            return dataclasses.replace(setup, objective=objectives.CAUSAL_LM)
         if args.top_k:
             settle_topk(args, setup, {"train": train, "eval": evals}, config.train.batch_size)
         else:
