@@ -204,7 +204,19 @@ def test_frozen_layers_export_as_a_standalone_model(tiny_llama, tmp_path):
 
 
 # PiSSA/OLoRA count as LoRA (checked on the tiny model above); their SVD/QR of every weight is left out here
-PLANNED = [case for case in CASES if case[0] not in ("pissa", "olora")] + [("loraplus", "lora", {"loraplus_lr_ratio": 16.0})]
+PLANNED = [case for case in CASES if case[0] not in ("pissa", "olora")] + [("loraplus", "lora", {"loraplus_lr_ratio": 16.0}),
+    ("prompt_tuning-default", "prompt_tuning", {}), ("prefix_tuning-default", "prefix_tuning", {})]
+
+
+@pytest.mark.parametrize("method, default", [("prompt_tuning", 100), ("prefix_tuning", 20)])
+def test_each_virtual_token_method_has_its_own_default_length(tiny_llama, method, default):
+    """`num_virtual_tokens` unset: 100 for prompt tuning (with 20 its demo answers scored below
+    the base's), 20 for prefix tuning; a value given wins for either."""
+    args = ModelArgs(path=str(tiny_llama), device="cpu", dtype=FP32)
+    model = methods.get(method).wrap(load_model(args), AdapterArgs(method=method))
+    assert model.active_peft_config.num_virtual_tokens == default
+    model = methods.get(method).wrap(load_model(args), AdapterArgs(method=method, num_virtual_tokens=7))
+    assert model.active_peft_config.num_virtual_tokens == 7
 
 
 def test_plan_counts_what_each_method_trains_on_the_embedded_model():
