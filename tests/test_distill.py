@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hone.config import DistillArgs
+from hone.data.prepare import prepare_run_data
 from hone.data.render import IGNORE, Tokenized
 from hone.errors import HoneError
 from hone.train import distill as distill_module
@@ -316,12 +317,13 @@ def test_sequence_mode_trains_on_the_teachers_answers_checked_by_the_doctor(tmp_
                                 f"distill.teacher_path={teacher[0]}", "distill.mode=sequence"])
     setup = type("S", (), {"run_dir": tmp_path})()
     tokenizer = load_tokenizer(config.model)
-    items = teacher_outputs.teacher_answers(config, setup, tokenizer)
+    examples = prepare_run_data(config.data, config.train.seed, tokenizer).train_examples
+    items = teacher_outputs.teacher_answers(config, setup, tokenizer, examples)
     rows = (tmp_path / teacher_outputs.ANSWERS_FILE).read_text().splitlines()
     assert len(items) == len(rows) - 1 == calls[0] - 1  # the empty answer did not pass the data doctor
     answer = [t for t, label in zip(items[0].input_ids, items[0].labels) if label != IGNORE]
     assert tokenizer.decode(answer).startswith("yes thanks")
-    assert len(teacher_outputs.teacher_answers(config, setup, tokenizer)) == len(items) and calls == [calls[0]]  # reused
+    assert len(teacher_outputs.teacher_answers(config, setup, tokenizer, examples)) == len(items) and calls == [calls[0]]  # reused
 
 
 def test_a_transfer_set_of_prompts_is_answered_by_the_teacher_and_joins_the_training_rows(
@@ -357,7 +359,8 @@ def test_a_transfer_set_of_prompts_is_answered_by_the_teacher_and_joins_the_trai
     setup = type("S", (), {"run_dir": tmp_path / "run"})()
     setup.run_dir.mkdir()
     tokenizer = load_tokenizer(config.model)
-    items = teacher_outputs.transfer_answers(config, setup, tokenizer)
+    held_out_examples = prepare_run_data(config.data, config.train.seed, tokenizer).eval_examples
+    items = teacher_outputs.transfer_answers(config, setup, tokenizer, held_out_examples)
     assert len(items) == 3 and len(asked) == 1 and len(asked[0]) == 3
     assert "owl hat tree" in asked[0][0] and "fox box" in asked[0][1] and "cat sun" in asked[0][2]
     assert not any(held_out["messages"][1]["content"] in prompt for prompt in asked[0])
@@ -365,11 +368,11 @@ def test_a_transfer_set_of_prompts_is_answered_by_the_teacher_and_joins_the_trai
     assert all(text.startswith(f"teacher says {i}") for i, text in enumerate(learnt))  # never "gold"
     written = [json.loads(line) for line in (setup.run_dir / teacher_outputs.TRANSFER_FILE).read_text().splitlines()]
     assert written[1] == {"prompt": "fox box", "completion": "teacher says 1"}
-    assert len(teacher_outputs.transfer_answers(config, setup, tokenizer)) == 3 and len(asked) == 1  # reused
+    assert len(teacher_outputs.transfer_answers(config, setup, tokenizer, held_out_examples)) == 3 and len(asked) == 1  # reused
 
     transfer.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"messages": "owl"}) + "\n")
     with pytest.raises(HoneError, match=f"{transfer}:2"):
-        teacher_outputs.transfer_answers(config, setup, tokenizer)
+        teacher_outputs.transfer_answers(config, setup, tokenizer, held_out_examples)
 
 
 def test_weight_zero_is_cross_entropy_alone_and_never_loads_the_teacher(tmp_path, tiny_llama, chat_file, monkeypatch):

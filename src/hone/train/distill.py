@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from hone.config import DistillArgs, RunConfig
 from hone.data.collate import PACK_MULTIPLE, pack_batch, pad_batch
+from hone.data.prepare import prepare_run_data
 from hone.data.render import IGNORE, Tokenized
 from hone.engine import engine
 from hone.errors import HoneError
@@ -177,12 +178,15 @@ class Distill:
         objective = dataclasses.replace(self, args=args, seed=config.train.seed, rng=random.Random(config.train.seed),
                                         pad_id=setup.pad_id,
                                         engines=contextlib.ExitStack())
-        tokenizer = load_tokenizer(config.model) if args.mode == "sequence" or args.transfer else None
-        extra = transfer_answers(config, setup, tokenizer) if args.transfer else []
+        tokenizer = data = None
+        if args.mode == "sequence" or args.transfer:  # the run's examples themselves, not its items: prompts to answer
+            tokenizer = load_tokenizer(config.model)
+            data = prepare_run_data(config.data, config.train.seed, tokenizer)
+        extra = transfer_answers(config, setup, tokenizer, data.eval_examples) if args.transfer else []
         if extra:
             print(f"transfer set: {len(extra)} teacher answers join the training rows")
         if args.mode == "sequence":
-            train[:] = teacher_answers(config, setup, tokenizer) + extra  # the loop trains on these
+            train[:] = teacher_answers(config, setup, tokenizer, data.train_examples) + extra  # the loop trains on these
             print(f"sequence-level distillation: {len(train)} teacher answers to learn")
             return dataclasses.replace(setup, objective=objectives.CAUSAL_LM)
         train.extend(extra)

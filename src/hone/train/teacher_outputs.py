@@ -36,7 +36,6 @@ from hone.data.check import CheckArgs, check_files
 from hone.data.check.fix import write_fixed
 from hone.data.collate import PACK_MULTIPLE, pack_batch
 from hone.data.dataset import read_examples, require_clean, tokenize_examples
-from hone.data.prepare import prepare_run_data
 from hone.data.prompts import read_prompt_rows
 from hone.data.render import IGNORE, render_prompt
 from hone.engine import engine
@@ -160,13 +159,10 @@ def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 # --- sequence-level distillation ---
 
-def teacher_answers(config: RunConfig, setup, student_tokenizer, examples=None, name: str = ANSWERS_FILE) -> list:
-    """Training items whose answers are the teacher's: generated once (kept in the run folder as
-    `name`), checked by the data doctor, tokenized with the student's tokenizer. `examples`: the
-    rows to answer (default: the run's training rows)."""
+def teacher_answers(config: RunConfig, setup, student_tokenizer, examples: list, name: str = ANSWERS_FILE) -> list:
+    """Training items whose answers are the teacher's to `examples`' prompts: generated once (kept
+    in the run folder as `name`), checked by the data doctor, tokenized with the student's tokenizer."""
     args, run_dir = config.distill, Path(setup.run_dir)
-    if examples is None:
-        examples = prepare_run_data(config.data, config.train.seed, student_tokenizer).train_examples
     path, stamp = run_dir / name, run_dir / (name + ".fingerprint")
     fingerprint = hashlib.sha256(json.dumps([str(args.teacher_path), args.teacher_dtype, args.max_new_tokens,
                                              [dataclasses.asdict(e) for e in examples]], default=str).encode()).hexdigest()
@@ -184,14 +180,13 @@ def teacher_answers(config: RunConfig, setup, student_tokenizer, examples=None, 
     return doctor_checked(path, config, student_tokenizer)
 
 
-def transfer_answers(config: RunConfig, setup, student_tokenizer) -> list:
+def transfer_answers(config: RunConfig, setup, student_tokenizer, held_out: list) -> list:
     """The teacher's answers to `distill.transfer`'s prompts (TRANSFER_FILE in the run folder),
-    leaving out prompts the eval set holds (their answers would leak into training)."""
+    leaving out prompts the eval examples `held_out` hold (their answers would leak into training)."""
     source = config.distill.transfer
     if not Path(source).is_file():
         raise HoneError(f"distill.transfer={source}: no such file", "pass a JSONL file of prompts (or SFT rows)")
     examples = require_clean(read_prompt_rows(source), source)
-    held_out = prepare_run_data(config.data, config.train.seed, student_tokenizer).eval_examples
     seen = {tuple(render_prompt(student_tokenizer, e)) for e in held_out}
     kept = [e for e in examples if tuple(render_prompt(student_tokenizer, e)) not in seen]
     if len(kept) < len(examples):
